@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# Create .venv/ with scaletrain (editable) and its development tools.
+#   TORCH_SPEC  the torch requirement to install first (default: torch==2.13.0, whose
+#               CPU build this setup is tested with; e.g. TORCH_SPEC=torch for a CUDA build)
+#   PYTHON      the interpreter for the virtual environment (default: python3)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+python=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$python" -m venv .venv
+pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  "${pip[@]}" install "${TORCH_SPEC:-torch==2.13.0}"
+fi
+"${pip[@]}" install -e ".[dev]"

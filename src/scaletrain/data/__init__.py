@@ -1,0 +1,1 @@
+"""LightningDataModules. Every one shards its batches with :class:`GlobalBatchSampler`."""

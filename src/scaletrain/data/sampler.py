@@ -1,0 +1,78 @@
+"""Data distribution across data-parallel ranks.
+
+One *global* batch of ``global_batch_size`` samples is drawn from a permutation that
+depends only on the seed and the epoch, never on the number of ranks; each
+data-parallel rank takes its own contiguous slice of it. The union of the ranks'
+batches is therefore exactly the batch a single process would see, which is what
+makes every strategy numerically comparable to single-device training.
+
+Training drops the remainder of an epoch (fewer than ``global_batch_size`` samples,
+different ones every epoch because of the reshuffle) so that every rank runs the same
+number of full steps. Evaluation keeps every sample exactly once: the last global
+batch is padded with the index ``-1``, which datasets turn into an ignored target.
+"""
+
+from collections.abc import Iterator
+
+import torch
+from torch.utils.data import Sampler
+
+PAD_INDEX = -1
+
+
+class GlobalBatchSampler(Sampler[list[int]]):
+    """Yields this rank's slice of every global batch, as a list of sample indices."""
+
+    def __init__(
+        self,
+        num_samples: int,
+        global_batch_size: int,
+        num_replicas: int = 1,
+        rank: int = 0,
+        shuffle: bool = True,
+        drop_last: bool = True,
+        seed: int = 0,
+    ) -> None:
+        if global_batch_size % num_replicas:
+            raise ValueError(
+                f"data.batch_size={global_batch_size} must be divisible by the data-parallel "
+                f"size {num_replicas}"
+            )
+        self.num_samples = num_samples
+        self.global_batch_size = global_batch_size
+        self.local_batch_size = global_batch_size // num_replicas
+        self.num_replicas = num_replicas
+        self.rank = rank
+        self.shuffle = shuffle
+        self.drop_last = drop_last
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Reshuffle for ``epoch``; Lightning calls this at the start of every epoch."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        if self.drop_last:
+            return self.num_samples // self.global_batch_size
+        return -(-self.num_samples // self.global_batch_size)
+
+    def global_order(self) -> torch.Tensor:
+        """All indices of this epoch in global order, padded or truncated to full batches."""
+        if self.shuffle:
+            generator = torch.Generator().manual_seed(self.seed + self.epoch)
+            order = torch.randperm(self.num_samples, generator=generator)
+        else:
+            order = torch.arange(self.num_samples)
+        total = len(self) * self.global_batch_size
+        if total <= self.num_samples:
+            return order[:total]
+        padding = torch.full((total - self.num_samples,), PAD_INDEX, dtype=order.dtype)
+        return torch.cat([order, padding])
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self.global_order().view(len(self), self.global_batch_size)
+        start = self.rank * self.local_batch_size
+        local = batches[:, start : start + self.local_batch_size]
+        for batch in local:
+            yield batch.tolist()

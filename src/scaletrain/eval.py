@@ -1,0 +1,80 @@
+"""Evaluate a checkpoint on the test split: ``python -m scaletrain.eval ckpt_path=...``.
+
+The model and data are those of the training run that wrote the checkpoint (read from
+its run directory's ``.hydra/config.yaml``), so the result reproduces that run's test
+metrics; ``data.*`` and ``model.*`` overrides on this command line still apply.
+"""
+
+import json
+import logging
+from pathlib import Path
+
+import hydra
+import lightning as L
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+from scaletrain.config import CONFIG_DIR
+from scaletrain.train import USER_ERRORS, build_trainer
+from scaletrain.utils.errors import ConfigError, user_errors
+from scaletrain.utils.run import collect_metrics
+from scaletrain.utils.validate import validate
+
+log = logging.getLogger("scaletrain")
+
+
+def training_run_config(ckpt_path: Path) -> DictConfig | None:
+    """The composed config of the run whose ``checkpoints/`` holds ``ckpt_path``, if saved."""
+    saved = ckpt_path.resolve().parent.parent / ".hydra" / "config.yaml"
+    return OmegaConf.load(saved) if saved.is_file() else None
+
+
+def adopt_run_config(cfg: DictConfig, run_cfg: DictConfig, overrides: list[str]) -> None:
+    """Take ``data`` and ``model`` from the training run, then re-apply this command's
+    overrides of those groups' keys."""
+    with open_dict(cfg):
+        cfg.data = run_cfg.data
+        cfg.model = run_cfg.model
+        for override in overrides:
+            key, _, value = override.partition("=")
+            if key.startswith(("data.", "model.")):
+                OmegaConf.update(cfg, key, OmegaConf.from_dotlist([f"v={value}"]).v)
+
+
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    """Test ``cfg.ckpt_path``; return the test metrics and write them to metrics.json."""
+    problems = validate(cfg)
+    if problems:
+        raise ConfigError(problems)
+    ckpt_path = Path(cfg.ckpt_path)
+    if not ckpt_path.exists():
+        raise ConfigError(f"ckpt_path={ckpt_path}: no such file; give a .ckpt written by train")
+    run_cfg = training_run_config(ckpt_path) if cfg.use_run_config else None
+    if run_cfg is not None:
+        adopt_run_config(cfg, run_cfg, list(HydraConfig.get().overrides.task))
+        log.info("model and data taken from the training run's config")
+    L.seed_everything(cfg.seed, workers=True)
+
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model)
+    trainer = build_trainer(cfg)
+    (results,) = trainer.test(model, datamodule=datamodule, ckpt_path=str(ckpt_path))
+    metrics = collect_metrics(results)
+    if trainer.is_global_zero:
+        run_dir = Path(cfg.paths.output_dir)
+        summary = {"metrics": metrics, "checkpoint": str(ckpt_path.resolve())}
+        (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+        log.info("run directory: %s", run_dir)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
+def main(cfg: DictConfig) -> None:
+    """Hydra entry point."""
+    with user_errors(*USER_ERRORS):
+        evaluate(cfg)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""LightningModules: loss, steps, metrics and optimizers around a plain ``nets`` module."""

@@ -1,0 +1,83 @@
+"""Train a model: ``python -m scaletrain.train [group=option] [key=value ...]``.
+
+compose config -> validate -> build data, model, strategy, callbacks, loggers, Trainer
+-> fit -> test the best checkpoint -> metrics.json -> return the optimized metric.
+"""
+
+import logging
+from pathlib import Path
+
+import hydra
+import lightning as L
+from hydra.utils import instantiate
+from omegaconf import DictConfig
+
+from scaletrain.config import CONFIG_DIR
+from scaletrain.data.idx import IDXFormatError
+from scaletrain.data.mnist import MNISTFilesMissing
+from scaletrain.parallel.strategy import build_strategy
+from scaletrain.utils.errors import ConfigError, user_errors
+from scaletrain.utils.instantiate import instantiate_group
+from scaletrain.utils.run import collect_metrics, log_hparams, write_metrics_json
+from scaletrain.utils.validate import validate
+
+log = logging.getLogger("scaletrain")
+
+# Failures a user fixes by changing a setting or a file: reported in one line.
+USER_ERRORS = (MNISTFilesMissing, IDXFormatError, FileNotFoundError)
+
+
+def build_trainer(cfg: DictConfig) -> L.Trainer:
+    """The Lightning Trainer with this run's strategy, callbacks and loggers."""
+    return instantiate(
+        cfg.trainer,
+        strategy=build_strategy(cfg.strategy),
+        callbacks=instantiate_group(cfg.get("callbacks")),
+        logger=instantiate_group(cfg.get("logger")) or False,
+    )
+
+
+def train(cfg: DictConfig) -> dict[str, float]:
+    """Fit and test as ``cfg`` says; return the final metrics."""
+    problems = validate(cfg)
+    if problems:
+        raise ConfigError(problems)
+    L.seed_everything(cfg.seed, workers=True)
+    run_dir = Path(cfg.paths.output_dir)
+
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model)
+    trainer = build_trainer(cfg)
+    if trainer.is_global_zero:
+        log.info("run directory: %s", run_dir)
+
+    fit_metrics = {}
+    if cfg.train:
+        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        fit_metrics = dict(trainer.callback_metrics)
+    test_metrics = {}
+    if cfg.test:
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if not best:
+            log.warning("no best checkpoint was saved: testing the current weights")
+        ckpt_path = best or (None if cfg.train else cfg.ckpt_path)
+        (test_metrics,) = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)
+
+    metrics = collect_metrics(fit_metrics, test_metrics)
+    if trainer.is_global_zero:
+        write_metrics_json(run_dir, trainer, metrics)
+        log_hparams(trainer, cfg, metrics)
+        log.info("run directory: %s", run_dir)
+    return metrics
+
+
+@hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    """Hydra entry point; returns ``cfg.optimized_metric`` for sweepers."""
+    with user_errors(*USER_ERRORS):
+        metrics = train(cfg)
+    return metrics.get(cfg.get("optimized_metric"))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Instantiation, config validation, run-directory bookkeeping."""

@@ -1,0 +1,50 @@
+"""Errors a user can fix, reported as one line each, without a traceback."""
+
+import logging
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from hydra.errors import InstantiationException
+
+log = logging.getLogger("scaletrain")
+
+
+class ConfigError(ValueError):
+    """One or more settings are invalid; each message line names a setting and what is valid."""
+
+    def __init__(self, problems: str | list[str]) -> None:
+        self.problems = [problems] if isinstance(problems, str) else list(problems)
+        super().__init__("\n".join(self.problems))
+
+
+def check_shape(setting: str, value: int, expected: int, dataset: str) -> None:
+    """Raise :class:`ConfigError` when a fixed property of a dataset is set differently."""
+    if value != expected:
+        raise ConfigError(f"{setting}={value}: the {dataset} data has {expected}; use {expected}")
+
+
+def unwrap_instantiation(error: BaseException) -> BaseException:
+    """The error raised inside a ``_target_``, which Hydra wraps in InstantiationException."""
+    while isinstance(error, InstantiationException) and error.__cause__ is not None:
+        error = error.__cause__
+    return error
+
+
+@contextmanager
+def user_errors(*kinds: type[BaseException]) -> Iterator[None]:
+    """Turn ``ConfigError`` and the given exception types into one-line errors and exit 2."""
+    try:
+        yield
+    except Exception as raised:
+        error = unwrap_instantiation(raised)
+        if not isinstance(error, (ConfigError, *kinds)):
+            raise
+        problems = error.problems if isinstance(error, ConfigError) else [str(error)]
+        for problem in problems:
+            # Under Hydra the log reaches the console and the run's log file.
+            if logging.getLogger().hasHandlers():
+                log.error("error: %s", problem)
+            else:
+                print(f"error: {problem}", file=sys.stderr, flush=True)
+        sys.exit(2)

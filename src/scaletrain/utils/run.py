@@ -1,0 +1,72 @@
+"""What a finished run leaves in its directory: metrics.json and TensorBoard hparams."""
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+from lightning.pytorch.loggers import TensorBoardLogger
+from omegaconf import DictConfig, OmegaConf
+from torch.utils.tensorboard.summary import hparams
+
+
+def as_number(value: Any) -> float:
+    """A logged metric (tensor or number) as a float."""
+    return float(value.item() if hasattr(value, "item") else value)
+
+
+def collect_metrics(*metric_dicts: dict[str, Any]) -> dict[str, float]:
+    """Merge logged metrics into plain, finite-or-not floats, later dicts winning."""
+    merged: dict[str, float] = {}
+    for metrics in metric_dicts:
+        merged.update({name: as_number(value) for name, value in metrics.items()})
+    return dict(sorted(merged.items()))
+
+
+def write_metrics_json(run_dir: Path, trainer: L.Trainer, metrics: dict[str, float]) -> Path:
+    """Write ``metrics.json``: final metrics as numbers and the best checkpoint's path."""
+    checkpoint = trainer.checkpoint_callback
+    best_score = checkpoint.best_model_score if checkpoint else None
+    summary = {
+        "metrics": {k: (v if math.isfinite(v) else str(v)) for k, v in metrics.items()},
+        "best_checkpoint": (checkpoint.best_model_path or None) if checkpoint else None,
+        "best_score": as_number(best_score) if best_score is not None else None,
+        "last_checkpoint": (checkpoint.last_model_path or None) if checkpoint else None,
+        "epoch": trainer.current_epoch,
+        "global_step": trainer.global_step,
+    }
+    path = run_dir / "metrics.json"
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+    return path
+
+
+def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
+    """The config as ``{"model.optimizer.lr": 0.001, ...}`` with TensorBoard-safe values."""
+    flat: dict[str, Any] = {}
+
+    def visit(node: Any, prefix: str) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                visit(value, f"{prefix}.{key}" if prefix else str(key))
+        elif isinstance(node, bool | int | float | str):
+            flat[prefix] = node
+        else:
+            flat[prefix] = str(node)
+
+    visit(OmegaConf.to_container(cfg, resolve=True), "")
+    return flat
+
+
+def log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, float]) -> None:
+    """Record the run's config in TensorBoard's hparams view, tied to its final metrics.
+
+    The metric values are read by TensorBoard from the scalars already logged under the
+    same tags, so nothing is logged twice.
+    """
+    for logger in trainer.loggers:
+        if isinstance(logger, TensorBoardLogger):
+            writer = logger.experiment._get_file_writer()
+            for summary in hparams(flat_hparams(cfg), metrics):
+                writer.add_summary(summary)
+            writer.flush()

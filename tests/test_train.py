@@ -1,0 +1,109 @@
+"""The default run end to end: accuracy, run directory, TensorBoard, eval, resume."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
+
+from tests.conftest import run_cli
+
+
+@pytest.fixture(scope="module")
+def default_run(tmp_path_factory):
+    """``python -m scaletrain.train`` with nothing changed."""
+    root = tmp_path_factory.mktemp("default")
+    run = run_cli("train", root / "run", f"paths.root_dir={root}")
+    assert run.returncode == 0, run.output
+    return run
+
+
+def events(run_dir: Path) -> EventAccumulator:
+    accumulator = EventAccumulator(str(run_dir / "tensorboard"))
+    accumulator.Reload()
+    return accumulator
+
+
+def test_default_run_reaches_the_target_accuracy(default_run):
+    assert default_run.metrics["metrics"]["test/acc"] >= 0.95
+    assert f"run directory: {default_run.run_dir}" in default_run.output
+
+
+def test_run_directory_holds_config_checkpoints_log_and_metrics(default_run):
+    run_dir = default_run.run_dir
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
+    assert (run_dir / "checkpoints" / "last.ckpt").is_file()
+    assert (run_dir / "train.log").read_text().count("run directory") == 2
+    summary = default_run.metrics
+    assert Path(summary["best_checkpoint"]).parent == run_dir / "checkpoints"
+    assert Path(summary["best_checkpoint"]).is_file()
+    for name in ("train/loss", "val/loss", "val/acc", "test/loss", "test/acc"):
+        assert isinstance(summary["metrics"][name], float)
+    assert summary["best_score"] == pytest.approx(summary["metrics"]["val/acc_best"])
+    assert summary["epoch"] == 50
+
+
+def test_tensorboard_has_the_curves_and_the_hyperparameters(default_run):
+    accumulator = events(default_run.run_dir)
+    scalars = set(accumulator.Tags()["scalars"])
+    assert {"train/loss", "val/loss", "val/acc", "test/acc", "test/loss"} <= scalars
+    # train/loss per step: one point every log_every_n_steps (10) of 50 x 39 steps
+    assert len(accumulator.Scalars("train/loss")) == 195
+    assert len(accumulator.Scalars("val/acc")) == 50
+    content = accumulator.PluginTagToContent("hparams")
+    start = HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    hparams = start.session_start_info.hparams
+    assert hparams["model.optimizer.lr"].number_value == pytest.approx(1e-3)
+    assert hparams["data._target_"].string_value.endswith("DigitsDataModule")
+    experiment = HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    assert "test/acc" in {m.name.tag for m in experiment.metric_infos}
+
+
+def test_eval_reproduces_the_training_test_accuracy(default_run, eval_cli):
+    best = default_run.metrics["best_checkpoint"]
+    run = eval_cli(f"ckpt_path={best}")
+    assert run.returncode == 0, run.output
+    trained = default_run.metrics["metrics"]["test/acc"]
+    assert abs(run.metrics["metrics"]["test/acc"] - trained) <= 1e-3
+    assert run.metrics["checkpoint"] == best
+
+
+def test_eval_overrides_of_data_still_apply(default_run, eval_cli):
+    best = default_run.metrics["best_checkpoint"]
+    run = eval_cli(f"ckpt_path={best}", "data.batch_size=7")
+    assert run.returncode == 0, run.output
+    # The metric is over all test samples, whatever the batch size.
+    trained = default_run.metrics["metrics"]["test/acc"]
+    assert abs(run.metrics["metrics"]["test/acc"] - trained) <= 1e-3
+
+
+def test_resume_continues_from_the_saved_epoch_and_step(train_cli):
+    common = ["trainer.max_epochs=6", "test=false"]
+    straight = train_cli(*common, name="straight")
+    first = train_cli("trainer.max_epochs=3", "test=false", name="first")
+    last = first.run_dir / "checkpoints" / "last.ckpt"
+    resumed = train_cli(*common, f"ckpt_path={last}", name="resumed")
+    for run in (straight, first, resumed):
+        assert run.returncode == 0, run.output
+
+    assert torch.load(last, weights_only=False)["global_step"] == 3 * 39
+    assert resumed.metrics["global_step"] == straight.metrics["global_step"] == 6 * 39
+    # The resumed run logged only the steps after the checkpoint ...
+    steps = [event.step for event in events(resumed.run_dir).Scalars("train/loss")]
+    assert min(steps) > 3 * 39
+    # ... and ends exactly where the uninterrupted run ends.
+    final = {
+        name: torch.load(run.run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+        for name, run in (("straight", straight), ("resumed", resumed))
+    }
+    for key, tensor in final["straight"]["state_dict"].items():
+        torch.testing.assert_close(final["resumed"]["state_dict"][key], tensor, rtol=0, atol=0)
+    assert resumed.metrics["metrics"]["val/loss"] == straight.metrics["metrics"]["val/loss"]
+
+
+def test_same_seed_same_run(train_cli):
+    runs = [train_cli("trainer.max_epochs=2", "seed=5", name=f"r{i}") for i in range(2)]
+    assert runs[0].metrics["metrics"] == runs[1].metrics["metrics"]
+    other = train_cli("trainer.max_epochs=2", "seed=6", name="other")
+    assert other.metrics["metrics"]["val/loss"] != runs[0].metrics["metrics"]["val/loss"]
