@@ -58,7 +58,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
-    trainer = build_trainer(cfg)
+    trainer = build_trainer(cfg, model)
     (results,) = trainer.test(model, datamodule=datamodule, ckpt_path=str(ckpt_path))
     metrics = collect_metrics(results)
     if trainer.is_global_zero:

@@ -15,7 +15,8 @@ from omegaconf import DictConfig
 from scaletrain.config import CONFIG_DIR
 from scaletrain.data.idx import IDXFormatError
 from scaletrain.data.mnist import MNISTFilesMissing
-from scaletrain.parallel.strategy import build_strategy
+from scaletrain.models.base import ScaleModule
+from scaletrain.parallel.strategy import build_strategy, world_size
 from scaletrain.utils.errors import ConfigError, user_errors
 from scaletrain.utils.instantiate import instantiate_group
 from scaletrain.utils.run import collect_metrics, log_hparams, write_metrics_json
@@ -27,11 +28,13 @@ log = logging.getLogger("scaletrain")
 USER_ERRORS = (MNISTFilesMissing, IDXFormatError, FileNotFoundError)
 
 
-def build_trainer(cfg: DictConfig) -> L.Trainer:
-    """The Lightning Trainer with this run's strategy, callbacks and loggers."""
+def build_trainer(cfg: DictConfig, model: ScaleModule) -> L.Trainer:
+    """The Lightning Trainer with this run's strategy, callbacks and loggers; hands the
+    sharding options of the strategy to ``model``, which applies them in configure_model."""
+    strategy, model.fsdp_options = build_strategy(cfg.strategy, world_size(cfg.trainer))
     return instantiate(
         cfg.trainer,
-        strategy=build_strategy(cfg.strategy),
+        strategy=strategy,
         callbacks=instantiate_group(cfg.get("callbacks")),
         logger=instantiate_group(cfg.get("logger")) or False,
     )
@@ -47,7 +50,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
-    trainer = build_trainer(cfg)
+    trainer = build_trainer(cfg, model)
     if trainer.is_global_zero:
         log.info("run directory: %s", run_dir)
 

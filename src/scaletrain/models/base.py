@@ -1,10 +1,17 @@
-"""What every scaletrain LightningModule shares: building the net and its optimizer."""
+"""What every scaletrain LightningModule shares: building and parallelizing the net,
+per-target losses for evaluation, and the optimizer."""
 
 from typing import Any
 
 import lightning as L
+import torch
+import torch.nn.functional as F
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
+from torchmetrics import MeanMetric
+
+from scaletrain.data.datasets import IGNORE_INDEX
+from scaletrain.parallel.apply import FSDPOptions, parallelize
 
 
 def plain(config: Any) -> Any:
@@ -21,6 +28,8 @@ class ScaleModule(L.LightningModule):
         net: Hydra config of a plain ``torch.nn.Module`` from ``scaletrain.nets``.
         optimizer: Hydra config of a partial optimizer (``_partial_: true``).
         scheduler: optional Hydra config of a partial LR scheduler, stepped every step.
+        activation_checkpointing: recompute each block's activations in the backward.
+        compile: ``torch.compile`` each block.
     """
 
     def __init__(
@@ -28,12 +37,80 @@ class ScaleModule(L.LightningModule):
         net: dict,
         optimizer: dict,
         scheduler: dict | None = None,
+        activation_checkpointing: bool = False,
+        compile: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(
-            {"net": plain(net), "optimizer": plain(optimizer), "scheduler": plain(scheduler)}
+            {
+                "net": plain(net),
+                "optimizer": plain(optimizer),
+                "scheduler": plain(scheduler),
+                "activation_checkpointing": activation_checkpointing,
+                "compile": compile,
+            }
         )
         self.net = instantiate(self.hparams.net)
+        # One metric object per stage: torchmetrics state must not mix val and test.
+        self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
+        # Set by the strategy builder for fsdp and model_sharded; not a hyperparameter,
+        # so a checkpoint loads under any strategy.
+        self.fsdp_options: FSDPOptions | None = None
+        self._parallelized = False
+
+    def configure_model(self) -> None:
+        """Apply tensor parallel, activation checkpointing, compile and FSDP2 as configured.
+
+        Lightning calls this for fit and again for test: the second call does nothing.
+        """
+        if self._parallelized:
+            return
+        parallelize(
+            self.net,
+            mesh=self.device_mesh,
+            fsdp=self.fsdp_options,
+            activation_checkpointing=self.hparams.activation_checkpointing,
+            compile=self.hparams.compile,
+        )
+        self._parallelized = True
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.net(inputs)
+
+    def loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy over all non-ignored targets (classes or next tokens)."""
+        return F.cross_entropy(logits.flatten(0, -2), targets.flatten(), ignore_index=IGNORE_INDEX)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
+        inputs, targets = batch
+        loss = self.loss(self(inputs), targets)
+        # Averaged over data-parallel ranks: the loss of the global batch, which is what
+        # single-device training of the same batch reports.
+        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, sync_dist=True)
+        return loss
+
+    def evaluation_step(
+        self, batch: tuple[torch.Tensor, torch.Tensor], stage: str
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Accumulate and log ``<stage>/loss`` over every real target; return logits, targets.
+
+        The mean is over targets, not batches, so padding and uneven batches do not skew it.
+        """
+        inputs, targets = batch
+        logits = self(inputs)
+        losses = F.cross_entropy(
+            logits.flatten(0, -2), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
+        )
+        loss_metric = getattr(self, f"{stage}_loss")
+        loss_metric.update(losses[targets.flatten() != IGNORE_INDEX])
+        self.log(f"{stage}/loss", loss_metric, on_step=False, on_epoch=True, prog_bar=True)
+        return logits, targets
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self.evaluation_step(batch, "val")
+
+    def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
+        self.evaluation_step(batch, "test")
 
     def configure_optimizers(self) -> Any:
         optimizer = instantiate(self.hparams.optimizer)(params=self.parameters())

@@ -1,16 +1,32 @@
-"""Preflight checks: a pure function of the composed config, run before anything is built."""
+"""Preflight checks: a pure function of the composed config, run before the Trainer
+starts any worker process. Every problem is reported at once, one line each."""
 
+import torch
 from omegaconf import DictConfig, OmegaConf
 
+from scaletrain.parallel.plans import split_sizes
+from scaletrain.parallel.strategy import (
+    SHARDED,
+    STRATEGIES,
+    accelerator_type,
+    tensor_parallel_size,
+    world_size,
+)
 
-def validate(cfg: DictConfig) -> list[str]:
-    """Every problem found in ``cfg``, one line each, naming the setting and what is valid."""
-    problems = [
-        f"{key} is required: set it on the command line, e.g. {key}=..."
-        for key in sorted(OmegaConf.missing_keys(cfg))
-    ]
-    if problems:
-        return problems  # later checks would trip over the missing values
+PRECISIONS = {
+    "cpu": ("32-true", "64-true", "bf16-mixed", "bf16-true"),
+    "gpu": ("32-true", "64-true", "16-mixed", "16-true", "bf16-mixed", "bf16-true"),
+}
+ALIASES = {"32": "32-true", "64": "64-true", "16": "16-mixed", "bf16": "bf16-mixed"}
+
+
+def divisors(n: int) -> str:
+    return ", ".join(str(d) for d in range(1, n + 1) if n % d == 0)
+
+
+def check_values(cfg: DictConfig) -> list[str]:
+    """Settings that are wrong on their own."""
+    problems = []
     batch_size = cfg.data.get("batch_size")
     if not isinstance(batch_size, int) or batch_size < 1:
         problems.append(f"data.batch_size={batch_size}: must be a positive integer")
@@ -21,3 +37,71 @@ def validate(cfg: DictConfig) -> list[str]:
     if max_epochs is not None and max_epochs < -1:
         problems.append(f"trainer.max_epochs={max_epochs}: must be >= 0 (or -1 for no limit)")
     return problems
+
+
+def check_precision(cfg: DictConfig) -> list[str]:
+    """A precision the accelerator can run."""
+    precision = ALIASES.get(str(cfg.trainer.precision), str(cfg.trainer.precision))
+    accelerator = accelerator_type(cfg.trainer)
+    valid = PRECISIONS.get(accelerator, PRECISIONS["cpu"])
+    if accelerator == "gpu" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
+        valid = tuple(p for p in valid if not p.startswith("bf16"))
+    if precision not in valid:
+        return [
+            f"trainer.precision={cfg.trainer.precision}: not supported on {accelerator}; "
+            f"valid: {', '.join(valid)}"
+        ]
+    mixed = cfg.strategy.get("mixed_precision")
+    if mixed is not None and mixed not in ("bf16", "fp16", "fp32"):
+        return [f"strategy.mixed_precision={mixed}: valid: null, bf16, fp16, fp32"]
+    return []
+
+
+def check_parallel_sizes(cfg: DictConfig) -> list[str]:
+    """The strategy, the world size, the tensor-parallel degree and the global batch agree."""
+    name = cfg.strategy.name
+    if name not in STRATEGIES:
+        return [f"strategy.name={name}: unknown; valid: {', '.join(STRATEGIES)}"]
+    world = world_size(cfg.trainer)
+    if world is None:
+        return [f"trainer.devices={cfg.trainer.devices}: give a number of devices, a list, or auto"]
+    if name == "auto" and world > 1:
+        return [
+            f"trainer.devices={cfg.trainer.devices}: strategy=auto runs one process; "
+            f"use strategy=ddp, fsdp or model_sharded for {world} processes"
+        ]
+    tp = tensor_parallel_size(cfg.strategy)
+    if name not in SHARDED and tp != 1:
+        return [f"strategy.tensor_parallel_size={tp}: only model_sharded splits the model"]
+    if tp < 1 or world % tp:
+        return [
+            f"strategy.tensor_parallel_size={tp}: must divide the world size {world} "
+            f"(trainer.devices x trainer.num_nodes); valid: {divisors(world)}"
+        ]
+    problems = []
+    if tp > 1:
+        for setting, size in split_sizes(OmegaConf.to_container(cfg.model.net, resolve=True)).items():
+            if size % tp:
+                problems.append(
+                    f"strategy.tensor_parallel_size={tp} does not divide "
+                    f"{setting}={size}; valid: {divisors(size)}"
+                )
+    data_parallel = world // tp
+    batch_size = cfg.data.batch_size
+    if isinstance(batch_size, int) and batch_size % data_parallel:
+        problems.append(
+            f"data.batch_size={batch_size}: the global batch must divide by the "
+            f"data-parallel size {data_parallel} (world {world} / tensor parallel {tp})"
+        )
+    return problems
+
+
+def validate(cfg: DictConfig) -> list[str]:
+    """Every problem found in ``cfg``, one line each, naming the setting and what is valid."""
+    missing = [
+        f"{key} is required: set it on the command line, e.g. {key}=..."
+        for key in sorted(OmegaConf.missing_keys(cfg))
+    ]
+    if missing:
+        return missing  # later checks would trip over the missing values
+    return check_values(cfg) + check_precision(cfg) + check_parallel_sizes(cfg)

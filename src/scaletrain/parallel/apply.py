@@ -1,0 +1,76 @@
+"""Apply parallelism to a plain net, in torchtitan's fixed order:
+tensor parallel -> activation checkpointing -> compile -> FSDP2.
+
+Every step edits the net in place and keeps its parameter names, so checkpoints load
+into the plain net whatever combination was used to train it.
+"""
+
+import functools
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully_shard
+from torch.distributed.tensor.parallel import parallelize_module
+from torch.utils.checkpoint import checkpoint
+
+from scaletrain.parallel.plans import tensor_parallel_plan
+
+DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+
+
+@dataclass(frozen=True)
+class FSDPOptions:
+    """How FSDP2 shards parameters, gradients and optimizer state over data-parallel ranks."""
+
+    reshard_after_forward: bool = True
+    # Parameters cast to this dtype for compute (gradients are still reduced in fp32).
+    param_dtype: str | None = None
+    cpu_offload: bool = False
+
+    def kwargs(self) -> dict:
+        """Keyword arguments of ``fully_shard`` (without the mesh)."""
+        kwargs: dict = {"reshard_after_forward": self.reshard_after_forward}
+        if self.param_dtype is not None:
+            kwargs["mp_policy"] = MixedPrecisionPolicy(
+                param_dtype=DTYPES[self.param_dtype], reduce_dtype=torch.float32
+            )
+        if self.cpu_offload:
+            kwargs["offload_policy"] = CPUOffloadPolicy()
+        return kwargs
+
+
+def checkpoint_activations(module: nn.Module) -> None:
+    """Recompute ``module``'s activations in the backward pass instead of storing them.
+
+    The forward is wrapped on the instance (not by a wrapper module), so parameter
+    names, and with them checkpoints, stay unchanged.
+    """
+    module.forward = functools.partial(checkpoint, module.forward, use_reentrant=False)
+
+
+def parallelize(
+    net: nn.Module,
+    mesh: DeviceMesh | None,
+    fsdp: FSDPOptions | None,
+    activation_checkpointing: bool = False,
+    compile: bool = False,
+) -> None:
+    """Parallelize ``net`` in place. ``net.blocks`` are the units of checkpointing,
+    compilation and sharding. ``mesh`` has dimensions ``data_parallel`` and
+    ``tensor_parallel`` (from Lightning's ModelParallelStrategy), or is None for
+    single-device and DDP runs."""
+    if mesh is not None and mesh["tensor_parallel"].size() > 1:
+        parallelize_module(net, mesh["tensor_parallel"], tensor_parallel_plan(net))
+    for block in net.blocks:
+        if activation_checkpointing:
+            checkpoint_activations(block)
+        if compile:
+            block.compile()
+    if mesh is not None and fsdp is not None:
+        # Without sharding (or replication) over the data-parallel mesh nothing would
+        # synchronize gradients under ModelParallelStrategy.
+        for block in net.blocks:
+            fully_shard(block, mesh=mesh["data_parallel"], **fsdp.kwargs())
+        fully_shard(net, mesh=mesh["data_parallel"], **fsdp.kwargs())
