@@ -16,6 +16,8 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from scaletrain.config import CONFIG_DIR
+from scaletrain.consolidate import loadable_checkpoint
+from scaletrain.parallel.strategy import SHARDED
 from scaletrain.train import USER_ERRORS, build_trainer
 from scaletrain.utils.errors import ConfigError, user_errors
 from scaletrain.utils.run import collect_metrics
@@ -59,10 +61,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
     trainer = build_trainer(cfg, model)
-    (results,) = trainer.test(model, datamodule=datamodule, ckpt_path=str(ckpt_path))
+    run_dir = Path(cfg.paths.output_dir)
+    loadable = loadable_checkpoint(str(ckpt_path), cfg.strategy.name in SHARDED, run_dir)
+    (results,) = trainer.test(model, datamodule=datamodule, ckpt_path=loadable)
     metrics = collect_metrics(results)
     if trainer.is_global_zero:
-        run_dir = Path(cfg.paths.output_dir)
         summary = {"metrics": metrics, "checkpoint": str(ckpt_path.resolve())}
         (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
         log.info("run directory: %s", run_dir)

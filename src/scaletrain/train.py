@@ -13,10 +13,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 from scaletrain.config import CONFIG_DIR
+from scaletrain.consolidate import loadable_checkpoint
 from scaletrain.data.idx import IDXFormatError
 from scaletrain.data.mnist import MNISTFilesMissing
 from scaletrain.models.base import ScaleModule
-from scaletrain.parallel.strategy import build_strategy, world_size
+from scaletrain.parallel.strategy import SHARDED, build_strategy, world_size
 from scaletrain.utils.errors import ConfigError, user_errors
 from scaletrain.utils.instantiate import instantiate_group
 from scaletrain.utils.run import collect_metrics, log_hparams, write_metrics_json
@@ -54,17 +55,19 @@ def train(cfg: DictConfig) -> dict[str, float]:
     if trainer.is_global_zero:
         log.info("run directory: %s", run_dir)
 
+    ckpt_path = loadable_checkpoint(cfg.ckpt_path, cfg.strategy.name in SHARDED, run_dir)
     fit_metrics = {}
     if cfg.train:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=cfg.ckpt_path)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
         fit_metrics = dict(trainer.callback_metrics)
     test_metrics = {}
     if cfg.test:
         best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
         if not best:
             log.warning("no best checkpoint was saved: testing the current weights")
-        ckpt_path = best or (None if cfg.train else cfg.ckpt_path)
-        (test_metrics,) = trainer.test(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        (test_metrics,) = trainer.test(
+            model, datamodule=datamodule, ckpt_path=best or (None if cfg.train else ckpt_path)
+        )
 
     metrics = collect_metrics(fit_metrics, test_metrics)
     if trainer.is_global_zero:

@@ -80,7 +80,9 @@ def check_parallel_sizes(cfg: DictConfig) -> list[str]:
         ]
     problems = []
     if tp > 1:
-        for setting, size in split_sizes(OmegaConf.to_container(cfg.model.net, resolve=True)).items():
+        for setting, size in split_sizes(
+            OmegaConf.to_container(cfg.model.net, resolve=True)
+        ).items():
             if size % tp:
                 problems.append(
                     f"strategy.tensor_parallel_size={tp} does not divide "
