@@ -8,6 +8,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from scaletrain.config import CONFIG_DIR
 
 REPO = Path(__file__).resolve().parents[1]
 # Quiet, fast runs: no progress bars; everything else is the user's default config.
@@ -25,6 +29,13 @@ class Run:
     @property
     def metrics(self) -> dict:
         return json.loads((self.run_dir / "metrics.json").read_text())
+
+
+def compose_train(*overrides: str):
+    """The composed train config, as the command line would build it, without running it."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("train", overrides=["paths.output_dir=/tmp/unused", *overrides])
 
 
 def run_cli(module: str, run_dir: Path, *overrides: str, timeout: float = 300) -> Run:

@@ -3,13 +3,12 @@
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 from hydra.utils import instantiate
 
 from scaletrain.config import CONFIG_DIR
 from scaletrain.utils.instantiate import instantiate_group
 from scaletrain.utils.validate import validate
+from tests.conftest import compose_train
 
 GROUPS = ["data", "model", "strategy", "trainer", "callbacks", "logger", "debug", "experiment"]
 
@@ -22,17 +21,20 @@ def linear_shapes(net) -> list[tuple[int, int]]:
     return [(m.in_features, m.out_features) for m in net.modules() if hasattr(m, "in_features")]
 
 
-def compose_train(*overrides: str):
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        return compose("train", overrides=["paths.output_dir=/tmp/unused", *overrides])
+# What some options need beside them: the model a data option goes with (and the other
+# way round), and enough devices for the default tensor-parallel size of 2.
+PARTNER = {
+    "data=text": ["model=gpt"],
+    "model=gpt": ["data=text"],
+    "strategy=model_sharded": ["trainer.devices=2"],
+}
 
 
 @pytest.mark.parametrize(
     "override", [f"{group}={option}" for group in GROUPS for option in options(group)]
 )
 def test_every_group_option_composes_and_validates(override):
-    cfg = compose_train(override)
+    cfg = compose_train(override, *PARTNER.get(override, []))
     assert validate(cfg) == []
     instantiate(cfg.data)
     instantiate(cfg.model)
@@ -85,3 +87,9 @@ def test_validate_reports_every_problem_at_once():
     assert problems[0].startswith("data.batch_size=0")
     assert problems[1].startswith("model.optimizer.lr=-1")
     assert problems[2].startswith("trainer.max_epochs=-5")
+
+
+def test_model_and_data_that_do_not_fit_are_one_line():
+    (problem,) = validate(compose_train("data=text"))
+    assert problem.startswith("model.net.input_dim: refers to a setting that does not exist")
+    assert "model=gpt with data=text" in problem

@@ -86,3 +86,29 @@ def test_strategy_matches_single_process_training(single_runs, tmp_path, model, 
         assert difference <= TOLERANCE, f"{name}: max difference {difference}"
     # Training moved the loss far more than the tolerance: the comparison is not vacuous.
     assert abs(reference_losses[0] - reference_losses[-1]) > 1000 * TOLERANCE
+
+
+TRAINING_OPTIONS = [
+    "model.activation_checkpointing=true",
+    "model.compile=true",
+    "trainer.accumulate_grad_batches=2",
+    "trainer.gradient_clip_val=0.05",
+]
+
+
+@pytest.mark.parametrize("strategy", ["fsdp", "model_sharded"])
+def test_checkpointing_compile_accumulation_and_clipping_keep_parity(tmp_path, strategy):
+    """The Trainer's accumulation and clipping and the net's activation checkpointing and
+    compilation act on sharded and tensor-parallel parameters as on whole ones."""
+    single = train_run(tmp_path, "single", *MODELS["gpt"], *TRAINING_OPTIONS)
+    distributed = train_run(
+        tmp_path, "distributed", *MODELS["gpt"], *TRAINING_OPTIONS, *STRATEGIES[strategy]
+    )
+    weights, reference_weights = final_weights(distributed), final_weights(single)
+    for name, reference in reference_weights.items():
+        difference = (weights[name] - reference).abs().max().item()
+        assert difference <= TOLERANCE, f"{name}: max difference {difference}"
+    assert (
+        torch.load(single.run_dir / "checkpoints" / "last.ckpt", weights_only=False)["global_step"]
+        == STEPS
+    )  # optimizer steps, each over 2 accumulated batches

@@ -57,3 +57,40 @@ def test_padded_indices_get_ignored_targets():
     inputs, targets = data[[2, PAD_INDEX]]
     assert targets.tolist() == [6, IGNORE_INDEX]
     assert inputs.shape == (2, 2)
+
+
+class FakeStrategy:
+    def __init__(self, num_replicas: int, rank: int) -> None:
+        self.distributed_sampler_kwargs = {"num_replicas": num_replicas, "rank": rank}
+
+
+class FakeTrainer:
+    def __init__(self, num_replicas: int, rank: int) -> None:
+        self.strategy = FakeStrategy(num_replicas, rank)
+
+
+def loader_batches(num_replicas: int, rank: int, split: str = "train") -> list[list[int]]:
+    """Batches of the digits DataModule as one data-parallel rank sees them."""
+    from scaletrain.data.digits import DigitsDataModule
+
+    datamodule = DigitsDataModule(batch_size=32, seed=1)
+    datamodule.trainer = FakeTrainer(num_replicas, rank)
+    datamodule.setup()
+    loader = getattr(datamodule, f"{split}_dataloader")()
+    loader.sampler.set_epoch(2)
+    return [targets.tolist() for _, targets in loader]
+
+
+def test_datamodule_splits_each_global_batch_between_data_parallel_ranks():
+    single = loader_batches(1, 0)
+    ranks = [loader_batches(2, rank) for rank in range(2)]
+    assert [len(b) for b in ranks[0]] == [16] * len(single)
+    assert [a + b for a, b in zip(*ranks, strict=True)] == single
+
+
+def test_datamodule_evaluation_covers_the_split_once_across_ranks():
+    single = [t for batch in loader_batches(1, 0, "test") for t in batch if t != IGNORE_INDEX]
+    ranks = [loader_batches(2, rank, "test") for rank in range(2)]
+    merged = [t for a, b in zip(*ranks, strict=True) for t in a + b if t != IGNORE_INDEX]
+    assert merged == single
+    assert len(single) == 359  # every test image, once

@@ -1,5 +1,9 @@
-"""Apply parallelism to a plain net, in torchtitan's fixed order:
-tensor parallel -> activation checkpointing -> compile -> FSDP2.
+"""Apply parallelism to a plain net, in one fixed order:
+tensor parallel -> compile -> activation checkpointing -> FSDP2.
+
+(torchtitan checkpoints before compiling; here the checkpoint wraps the compiled
+forward instead, because compiling a checkpointed tensor-parallel block fails in
+torch 2.13, while recomputing a compiled forward works everywhere.)
 
 Every step edits the net in place and keeps its parameter names, so checkpoints load
 into the plain net whatever combination was used to train it.
@@ -64,10 +68,11 @@ def parallelize(
     if mesh is not None and mesh["tensor_parallel"].size() > 1:
         parallelize_module(net, mesh["tensor_parallel"], tensor_parallel_plan(net))
     for block in net.blocks:
+        if compile:
+            # Compiling the forward (not the module) keeps the parameter names.
+            block.forward = torch.compile(block.forward)
         if activation_checkpointing:
             checkpoint_activations(block)
-        if compile:
-            block.compile()
     if mesh is not None and fsdp is not None:
         # Without sharding (or replication) over the data-parallel mesh nothing would
         # synchronize gradients under ModelParallelStrategy.

@@ -3,6 +3,7 @@ starts any worker process. Every problem is reported at once, one line each."""
 
 import torch
 from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from scaletrain.parallel.plans import split_sizes
 from scaletrain.parallel.strategy import (
@@ -51,10 +52,16 @@ def check_precision(cfg: DictConfig) -> list[str]:
             f"trainer.precision={cfg.trainer.precision}: not supported on {accelerator}; "
             f"valid: {', '.join(valid)}"
         ]
+    problems = []
     mixed = cfg.strategy.get("mixed_precision")
     if mixed is not None and mixed not in ("bf16", "fp16", "fp32"):
-        return [f"strategy.mixed_precision={mixed}: valid: null, bf16, fp16, fp32"]
-    return []
+        problems.append(f"strategy.mixed_precision={mixed}: valid: null, bf16, fp16, fp32")
+    if cfg.strategy.get("cpu_offload") and accelerator != "gpu":
+        problems.append(
+            "strategy.cpu_offload=true: offloads from GPU memory, but this run is on "
+            f"{accelerator}; valid here: false"
+        )
+    return problems
 
 
 def check_parallel_sizes(cfg: DictConfig) -> list[str]:
@@ -98,12 +105,24 @@ def check_parallel_sizes(cfg: DictConfig) -> list[str]:
     return problems
 
 
+def check_references(cfg: DictConfig) -> list[str]:
+    """Required values are set and every ``${...}`` reference resolves."""
+    try:
+        missing = sorted(OmegaConf.missing_keys(cfg))
+        OmegaConf.to_container(cfg.model, resolve=True)
+        OmegaConf.to_container(cfg.data, resolve=True)
+    except InterpolationResolutionError as error:
+        return [
+            f"{error.full_key}: refers to a setting that does not exist ({error.msg}); the "
+            f"chosen groups do not fit together (model=mlp goes with data=digits, mnist or "
+            f"synthetic; model=gpt with data=text)"
+        ]
+    return [f"{key} is required: set it on the command line, e.g. {key}=..." for key in missing]
+
+
 def validate(cfg: DictConfig) -> list[str]:
     """Every problem found in ``cfg``, one line each, naming the setting and what is valid."""
-    missing = [
-        f"{key} is required: set it on the command line, e.g. {key}=..."
-        for key in sorted(OmegaConf.missing_keys(cfg))
-    ]
-    if missing:
-        return missing  # later checks would trip over the missing values
+    unresolved = check_references(cfg)
+    if unresolved:
+        return unresolved  # later checks would trip over the missing values
     return check_values(cfg) + check_precision(cfg) + check_parallel_sizes(cfg)

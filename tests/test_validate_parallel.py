@@ -1,0 +1,93 @@
+"""Distributed settings that cannot work are one-line errors before any worker starts."""
+
+import pytest
+
+from scaletrain.utils.validate import validate
+from tests.conftest import compose_train
+
+GPT = ["experiment=gpt_text"]
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (
+            [
+                *GPT,
+                "strategy=model_sharded",
+                "trainer.devices=2",
+                "model.net.num_heads=3",
+                "model.net.dim=96",
+            ],
+            "strategy.tensor_parallel_size=2 does not divide model.net.num_heads=3; valid: 1, 3",
+        ),
+        (
+            ["strategy=model_sharded", "trainer.devices=2", "model.net.hidden_dims=[63]"],
+            "strategy.tensor_parallel_size=2 does not divide model.net.hidden_dims[0]=63; "
+            "valid: 1, 3, 7, 9, 21, 63",
+        ),
+        (
+            ["strategy=model_sharded", "trainer.devices=2", "strategy.tensor_parallel_size=3"],
+            "strategy.tensor_parallel_size=3: must divide the world size 2 (trainer.devices x "
+            "trainer.num_nodes); valid: 1, 2",
+        ),
+        (
+            ["strategy=ddp", "trainer.devices=2", "data.batch_size=33"],
+            "data.batch_size=33: the global batch must divide by the data-parallel size 2",
+        ),
+        (
+            [
+                "strategy=model_sharded",
+                "trainer.devices=4",
+                "data.batch_size=6",
+                "strategy.tensor_parallel_size=4",
+            ],
+            None,  # data-parallel size 1: any batch divides
+        ),
+        (
+            ["trainer.devices=2"],
+            "trainer.devices=2: strategy=auto runs one process; use strategy=ddp, fsdp or "
+            "model_sharded for 2 processes",
+        ),
+        (
+            ["strategy=ddp", "+strategy.tensor_parallel_size=2", "trainer.devices=2"],
+            "strategy.tensor_parallel_size=2: only model_sharded splits the model",
+        ),
+        (
+            ["trainer=cpu", "trainer.precision=16-mixed"],
+            "trainer.precision=16-mixed: not supported on cpu; valid: 32-true, 64-true, "
+            "bf16-mixed, bf16-true",
+        ),
+        (
+            ["strategy=fsdp", "strategy.mixed_precision=int8"],
+            "strategy.mixed_precision=int8: valid: null, bf16, fp16, fp32",
+        ),
+        (
+            ["strategy=fsdp", "strategy.name=zero3"],
+            "strategy.name=zero3: unknown; valid: auto, ddp, fsdp, model_sharded",
+        ),
+    ],
+)
+def test_invalid_parallel_settings_name_the_setting_and_the_valid_values(overrides, expected):
+    problems = validate(compose_train(*overrides))
+    assert problems == ([expected] if expected else []) or problems[0].startswith(expected)
+
+
+def test_gpt_default_sizes_split_over_two_devices():
+    assert validate(compose_train(*GPT, "strategy=model_sharded", "trainer.devices=2")) == []
+
+
+def test_bad_split_fails_before_any_worker_process_starts(train_cli):
+    run = train_cli("strategy=model_sharded", "trainer.devices=2", "model.net.hidden_dims=[63]")
+    assert run.returncode == 2
+    assert "Initializing distributed" not in run.output
+    assert "Traceback" not in run.output
+    assert "error: strategy.tensor_parallel_size=2 does not divide" in run.output
+
+
+def test_unknown_strategy_lists_the_valid_ones(train_cli):
+    run = train_cli("strategy=zero3")
+    assert run.returncode != 0
+    assert "Traceback" not in run.output
+    for name in ("auto", "ddp", "fsdp", "model_sharded"):
+        assert name in run.output
