@@ -56,10 +56,18 @@ def final_weights(run) -> dict[str, torch.Tensor]:
     return torch.load(last, weights_only=False)["state_dict"]
 
 
-def step_losses(run) -> list[float]:
+def scalars(run, tag: str) -> list[float]:
     events = EventAccumulator(str(run.run_dir / "tensorboard"))
     events.Reload()
-    return [event.value for event in events.Scalars("train/loss")]
+    return [event.value for event in events.Scalars(tag)]
+
+
+def step_losses(run) -> list[float]:
+    return scalars(run, "train/loss")
+
+
+# Per-rank model state (parameters, gradients, Adam state) relative to one process.
+MEMORY_RATIO = {"ddp": (1.0, 1.0), "fsdp": (0.45, 0.55), "model_sharded": (0.45, 0.6)}
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +94,11 @@ def test_strategy_matches_single_process_training(single_runs, tmp_path, model, 
         assert difference <= TOLERANCE, f"{name}: max difference {difference}"
     # Training moved the loss far more than the tolerance: the comparison is not vacuous.
     assert abs(reference_losses[0] - reference_losses[-1]) > 1000 * TOLERANCE
+
+    (memory,) = scalars(distributed, "perf/model_state_bytes")
+    (reference_memory,) = scalars(single, "perf/model_state_bytes")
+    low, high = MEMORY_RATIO[strategy]
+    assert low <= memory / reference_memory <= high
 
 
 TRAINING_OPTIONS = [

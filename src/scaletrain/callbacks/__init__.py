@@ -1,0 +1,1 @@
+"""Callbacks that measure a run: memory of the model state, throughput."""
