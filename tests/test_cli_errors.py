@@ -6,7 +6,7 @@ import pytest
 def assert_short_error(run, *expected: str) -> None:
     assert run.returncode != 0
     assert "Traceback" not in run.output
-    assert len(run.output.strip().splitlines()) <= 12, run.output
+    assert len(run.output.strip().splitlines()) <= 16, run.output
     for text in expected:
         assert text in run.output, run.output
 
