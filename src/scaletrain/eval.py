@@ -20,6 +20,7 @@ from scaletrain.consolidate import loadable_checkpoint
 from scaletrain.parallel.strategy import SHARDED
 from scaletrain.train import USER_ERRORS, build_trainer
 from scaletrain.utils.errors import ConfigError, user_errors
+from scaletrain.utils.launch import isolated_job, launch_ranks_as_job
 from scaletrain.utils.run import collect_metrics
 from scaletrain.utils.validate import validate
 
@@ -75,7 +76,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
-    with user_errors(*USER_ERRORS):
+    launch_ranks_as_job("scaletrain.eval")
+    with user_errors(*USER_ERRORS), isolated_job():
         evaluate(cfg)
 
 

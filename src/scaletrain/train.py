@@ -20,6 +20,7 @@ from scaletrain.models.base import ScaleModule
 from scaletrain.parallel.strategy import SHARDED, build_strategy, world_size
 from scaletrain.utils.errors import ConfigError, user_errors
 from scaletrain.utils.instantiate import instantiate_group
+from scaletrain.utils.launch import isolated_job, job_overrides, launch_ranks_as_job
 from scaletrain.utils.run import collect_metrics, log_hparams, write_metrics_json
 from scaletrain.utils.validate import validate
 
@@ -54,6 +55,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     trainer = build_trainer(cfg, model)
     if trainer.is_global_zero:
         log.info("run directory: %s", run_dir)
+    log.info("rank %d: overrides %s", trainer.global_rank, " ".join(job_overrides()))
 
     ckpt_path = loadable_checkpoint(cfg.ckpt_path, cfg.strategy.name in SHARDED, run_dir)
     fit_metrics = {}
@@ -80,7 +82,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns ``cfg.optimized_metric`` for sweepers."""
-    with user_errors(*USER_ERRORS):
+    launch_ranks_as_job("scaletrain.train")
+    with user_errors(*USER_ERRORS), isolated_job():
         metrics = train(cfg)
     return metrics.get(cfg.get("optimized_metric"))
 

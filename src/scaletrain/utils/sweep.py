@@ -1,0 +1,63 @@
+"""A summary of every sweep: each job's parameters and metrics, and the best job."""
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import yaml
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+log = logging.getLogger("scaletrain")
+
+
+def collect_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
+    """Every finished job under ``sweep_dir``: its number, overrides and metrics."""
+    jobs = []
+    for metrics_file in sorted(sweep_dir.glob("*/metrics.json"), key=lambda p: p.parent.name):
+        job_dir = metrics_file.parent
+        overrides_file = job_dir / ".hydra" / "overrides.yaml"
+        overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
+        summary = json.loads(metrics_file.read_text())
+        jobs.append({"job": job_dir.name, "overrides": overrides, **summary})
+    return jobs
+
+
+def best_job(jobs: list[dict], metric: str, mode: str) -> dict | None:
+    """The job with the best value of ``metric`` (``mode`` is ``max`` or ``min``)."""
+    scored = [job for job in jobs if isinstance(job["metrics"].get(metric), int | float)]
+    if not scored:
+        return None
+    choose = max if mode == "max" else min
+    return choose(scored, key=lambda job: job["metrics"][metric])
+
+
+def markdown_table(jobs: list[dict], metric: str) -> str:
+    lines = [f"| job | overrides | {metric} |", "|---|---|---|"]
+    for job in jobs:
+        value = job["metrics"].get(metric)
+        lines.append(f"| {job['job']} | {' '.join(job['overrides'])} | {value} |")
+    return "\n".join(lines) + "\n"
+
+
+class SweepSummary(Callback):
+    """Writes ``summary.json`` and ``summary.md`` into the sweep directory at its end."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        metric, mode = config.get("optimized_metric"), config.monitor.mode
+        jobs = collect_jobs(sweep_dir)
+        best = best_job(jobs, metric, mode)
+        summary = {"optimized_metric": metric, "mode": mode, "best": best, "jobs": jobs}
+        (sweep_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        (sweep_dir / "summary.md").write_text(markdown_table(jobs, metric))
+        if best is not None:
+            log.info(
+                "best job %s: %s=%s (%s)",
+                best["job"],
+                metric,
+                best["metrics"][metric],
+                " ".join(best["overrides"]),
+            )
+        log.info("sweep summary: %s", sweep_dir / "summary.md")
