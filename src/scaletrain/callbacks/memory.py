@@ -51,8 +51,7 @@ class ModelStateMemory(Callback):
         self.measured = False
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
-        stepped = any(optimizer.state for optimizer in trainer.optimizers)
-        if self.measured or not stepped:
+        if self.measured or not any(optimizer.state for optimizer in trainer.optimizers):
             return
         self.measured = True
         sizes = model_state_bytes(pl_module, trainer.optimizers)

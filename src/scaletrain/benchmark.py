@@ -1,0 +1,328 @@
+"""Benchmark: framework overhead, data-parallel scaling, memory per strategy, compile.
+
+    python -m scaletrain.benchmark                 # full: a few minutes on 2 CPU cores
+    python -m scaletrain.benchmark --tiny          # seconds: checks that everything runs
+
+Every figure is a ratio of two measurements taken in the same run on the same machine,
+after warm-up, as the median over repeats. Prints a markdown table and writes JSON.
+"""
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from itertools import cycle
+from pathlib import Path
+
+import lightning as L
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.utils import instantiate
+from lightning.pytorch.callbacks import Callback
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from scaletrain.config import CONFIG_DIR
+from scaletrain.train import build_trainer
+
+# The workloads: overrides of the train config. Each is sized so that a step does real
+# work (tens to hundreds of milliseconds on a CPU core), as in actual training.
+WORKLOADS = {
+    "gpt": ["experiment=gpt_text"],
+    "mlp": [
+        "data=synthetic",
+        "data.num_features=784",
+        "data.num_samples.train=16384",
+        "data.batch_size=256",
+        "model.net.hidden_dims=[1024,1024]",
+    ],
+}
+TINY_WORKLOADS = {
+    "gpt": [
+        *WORKLOADS["gpt"],
+        "data.max_bytes=300000",
+        "model.net.dim=32",
+        "model.net.num_layers=1",
+    ],
+    "mlp": ["data=synthetic", "data.batch_size=32"],
+}
+# A GPT whose parameters dominate its memory, for the per-strategy memory comparison.
+MEMORY_GPT = [
+    "model.net.dim=512",
+    "model.net.num_layers=4",
+    "data.batch_size=8",
+    "data.context_length=64",
+]
+
+
+def compose_train(overrides: list[str], output_dir: Path):
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
+        return compose("train", overrides=[*overrides, f"paths.output_dir={output_dir}"])
+
+
+class StepClock(Callback):
+    """The start time of every training batch (one optimizer step each here)."""
+
+    def __init__(self) -> None:
+        self.starts: list[float] = []
+
+    def on_train_batch_start(self, *args) -> None:
+        self.starts.append(time.perf_counter())
+
+
+def block_median(starts: list[float], warmup: int, repeats: int) -> float:
+    """Median over ``repeats`` blocks of the mean step time, after ``warmup`` steps."""
+    intervals = [b - a for a, b in zip(starts[:-1], starts[1:], strict=True)][warmup:]
+    size = max(1, len(intervals) // repeats)
+    blocks = [intervals[i : i + size] for i in range(0, size * repeats, size)]
+    return statistics.median(statistics.fmean(block) for block in blocks if block)
+
+
+def trainer_step_time(overrides: list[str], steps: int, warmup: int, repeats: int) -> dict:
+    """Seconds per optimizer step through scaletrain's Trainer path, default callbacks and
+    logging included; also the time from building to the first step."""
+    with tempfile.TemporaryDirectory() as output_dir:
+        cfg = compose_train(
+            [
+                *overrides,
+                f"trainer.max_steps={steps}",
+                "trainer.max_epochs=-1",
+                "trainer.limit_val_batches=0",
+                "test=false",
+            ],
+            Path(output_dir),
+        )
+        built = time.perf_counter()
+        L.seed_everything(cfg.seed, verbose=False)
+        datamodule, model = instantiate(cfg.data), instantiate(cfg.model)
+        trainer = build_trainer(cfg, model)
+        clock = StepClock()
+        trainer.callbacks.append(clock)
+        trainer.fit(model, datamodule=datamodule)
+    return {
+        "step_time_sec": block_median(clock.starts, warmup, repeats),
+        "time_to_first_step_sec": clock.starts[0] - built,
+    }
+
+
+def plain_loop_step_time(overrides: list[str], steps: int, warmup: int, repeats: int) -> float:
+    """Seconds per step of a plain PyTorch loop doing the same work: the same net,
+    optimizer, data loader, batch and loss, and nothing else."""
+    cfg = compose_train(overrides, Path(tempfile.gettempdir()))
+    L.seed_everything(cfg.seed, verbose=False)
+    datamodule, model = instantiate(cfg.data), instantiate(cfg.model)
+    datamodule.setup("fit")
+    net, optimizer = model.net, model.configure_optimizers()
+    net.train()
+    starts = []
+    for _, (inputs, targets) in zip(range(steps), cycle(datamodule.train_dataloader())):
+        starts.append(time.perf_counter())
+        optimizer.zero_grad()
+        model.loss(net(inputs), targets).backward()
+        optimizer.step()
+    return block_median(starts, warmup, repeats)
+
+
+def import_time() -> float:
+    """Seconds for a fresh interpreter to import the training entry point."""
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import scaletrain.train"], check=True)
+    return time.perf_counter() - started
+
+
+def cli_run(overrides: list[str], run_dir: Path, threads: int = 1) -> dict[str, list[float]]:
+    """Run ``python -m scaletrain.train`` and return its perf/* scalars."""
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
+    command = [
+        sys.executable,
+        "-m",
+        "scaletrain.train",
+        *overrides,
+        "callbacks.rich_progress_bar=null",
+        "trainer.enable_progress_bar=false",
+        "test=false",
+        "trainer.limit_val_batches=0",
+        f"hydra.run.dir={run_dir}",
+        f"paths.root_dir={run_dir.parent}",
+    ]
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(
+            f"{' '.join(overrides)} failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
+        )
+    events = EventAccumulator(str(run_dir / "tensorboard"))
+    events.Reload()
+    return {
+        tag: [event.value for event in events.Scalars(tag)]
+        for tag in events.Tags()["scalars"]
+        if tag.startswith("perf/")
+    }
+
+
+def steady(values: list[float]) -> float:
+    """Median of a perf series without its first window (start-up, compilation)."""
+    return statistics.median(values[1:] if len(values) > 1 else values)
+
+
+def measure_overhead(workloads: dict, steps: int, warmup: int, repeats: int) -> dict:
+    """Trainer path against the plain loop, alternating the two ``repeats`` times so that
+    drifts of the machine's speed hit both alike; medians of each."""
+    results = {}
+    for name, overrides in workloads.items():
+        plain, trainer, first_step = [], [], []
+        for _ in range(repeats):
+            plain.append(plain_loop_step_time(overrides, steps, warmup, repeats))
+            figures = trainer_step_time(overrides, steps, warmup, repeats)
+            trainer.append(figures["step_time_sec"])
+            first_step.append(figures["time_to_first_step_sec"])
+        results[name] = {
+            "plain_step_sec": statistics.median(plain),
+            "trainer_step_sec": statistics.median(trainer),
+            "overhead_ratio": statistics.median(trainer) / statistics.median(plain),
+            "time_to_first_step_sec": statistics.median(first_step),
+        }
+    return results
+
+
+def measure_scaling(overrides: list[str], per_rank_batch: int, steps: int, root: Path) -> dict:
+    """samples/s of ddp on 2 ranks against 1 rank, one thread each, same per-rank batch."""
+    common = [
+        *overrides,
+        f"trainer.max_steps={steps}",
+        "trainer.max_epochs=-1",
+        "trainer.log_every_n_steps=5",
+    ]
+    one = cli_run([*common, f"data.batch_size={per_rank_batch}"], root / "ddp1")
+    two = cli_run(
+        [*common, f"data.batch_size={2 * per_rank_batch}", "strategy=ddp", "trainer.devices=2"],
+        root / "ddp2",
+    )
+    one_rate, two_rate = steady(one["perf/samples_per_sec"]), steady(two["perf/samples_per_sec"])
+    return {
+        "samples_per_sec_1_rank": one_rate,
+        "samples_per_sec_2_ranks": two_rate,
+        "speedup": two_rate / one_rate,
+    }
+
+
+def measure_memory(overrides: list[str], root: Path) -> dict:
+    """Per-rank bytes of parameters, gradients, optimizer state, and peak RSS."""
+    layouts = {
+        "single": [],
+        "ddp": ["strategy=ddp", "trainer.devices=2"],
+        "fsdp": ["strategy=fsdp", "trainer.devices=2"],
+        "model_sharded": ["strategy=model_sharded", "trainer.devices=2"],
+    }
+    results = {}
+    for name, layout in layouts.items():
+        perf = cli_run(
+            [*overrides, *layout, "trainer.max_steps=3", "trainer.log_every_n_steps=1"],
+            root / f"memory-{name}",
+        )
+        results[name] = {
+            key: perf[f"perf/{key}_bytes"][0]
+            for key in ("params", "grads", "optimizer_state", "model_state")
+        }
+        results[name]["peak_rss_bytes"] = max(perf["perf/peak_memory_bytes/rank0"])
+    for name in results:
+        results[name]["model_state_vs_ddp"] = (
+            results[name]["model_state"] / results["ddp"]["model_state"]
+        )
+    return results
+
+
+def measure_compile(overrides: list[str], steps: int, root: Path) -> dict:
+    common = [
+        *overrides,
+        f"trainer.max_steps={steps}",
+        "trainer.max_epochs=-1",
+        "trainer.log_every_n_steps=5",
+    ]
+    eager = steady(cli_run(common, root / "eager", threads=2)["perf/tokens_per_sec"])
+    compiled = steady(
+        cli_run([*common, "model.compile=true"], root / "compiled", threads=2)[
+            "perf/tokens_per_sec"
+        ]
+    )
+    return {
+        "tokens_per_sec_eager": eager,
+        "tokens_per_sec_compiled": compiled,
+        "speedup": compiled / eager,
+    }
+
+
+def markdown(results: dict) -> str:
+    rows = ["| measure | value | target |", "|---|---|---|"]
+    for name, figures in results["overhead"].items():
+        rows.append(
+            f"| overhead {name}: Trainer / plain loop, s per step | "
+            f"{figures['trainer_step_sec']:.4f} / {figures['plain_step_sec']:.4f} = "
+            f"**{figures['overhead_ratio']:.3f}x** | "
+            f"{'<= 1.05x' if name == 'gpt' else '<= 1.15x'} |"
+        )
+        rows.append(
+            f"| time to first step, {name} (s) | {figures['time_to_first_step_sec']:.2f} | |"
+        )
+    rows.append(f"| import scaletrain.train (s) | {results['import_time_sec']:.2f} | |")
+    scaling = results["scaling"]
+    rows.append(
+        f"| ddp 2 ranks / 1 rank, samples/s | {scaling['samples_per_sec_2_ranks']:.1f} / "
+        f"{scaling['samples_per_sec_1_rank']:.1f} = **{scaling['speedup']:.2f}x** | >= 1.8x |"
+    )
+    for name, figures in results["memory"].items():
+        rows.append(
+            f"| model state per rank, {name} (MiB) | {figures['model_state'] / 2**20:.1f} "
+            f"(**{figures['model_state_vs_ddp']:.2f}x** ddp; peak RSS "
+            f"{figures['peak_rss_bytes'] / 2**20:.0f} MiB) | "
+            f"{'<= 0.55x' if name in ('fsdp', 'model_sharded') else ''} |"
+        )
+    compiled = results["compile"]
+    rows.append(
+        f"| gpt_text tokens/s, compile / eager | {compiled['tokens_per_sec_compiled']:.0f} / "
+        f"{compiled['tokens_per_sec_eager']:.0f} = **{compiled['speedup']:.2f}x** | |"
+    )
+    return "\n".join(rows) + "\n"
+
+
+def main(argv: list[str] | None = None) -> dict:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tiny", action="store_true", help="a few steps of tiny models")
+    parser.add_argument("--output", type=Path, default=Path("outputs/benchmark.json"))
+    args = parser.parse_args(argv)
+
+    workloads = TINY_WORKLOADS if args.tiny else WORKLOADS
+    steps, warmup, repeats = (12, 2, 3) if args.tiny else (60, 10, 3)
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch)
+        results = {
+            "machine": {
+                "platform": platform.platform(),
+                "cpus": os.cpu_count(),
+                "torch": torch.__version__,
+                "lightning": L.__version__,
+            },
+            "tiny": args.tiny,
+            "overhead": measure_overhead(workloads, steps, warmup, repeats),
+            "import_time_sec": import_time(),
+            "scaling": measure_scaling(workloads["gpt"], 16, 14 if args.tiny else 60, root),
+            "memory": measure_memory(
+                workloads["gpt"] if args.tiny else [*WORKLOADS["gpt"], *MEMORY_GPT], root
+            ),
+            "compile": measure_compile(workloads["gpt"], 12 if args.tiny else 60, root),
+        }
+    table = markdown(results)
+    print(table)
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps({**results, "table": table}, indent=2) + "\n")
+    print(f"written: {args.output}")
+    return results
+
+
+if __name__ == "__main__":
+    main()
