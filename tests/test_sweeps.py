@@ -14,6 +14,7 @@ from hydra.core.global_hydra import GlobalHydra
 
 from scaletrain.config import CONFIG_DIR
 from tests.conftest import QUIET
+from tests.test_parity import STRATEGIES
 
 SMALL = [
     "trainer.max_epochs=1",
@@ -21,11 +22,6 @@ SMALL = [
     "trainer.limit_val_batches=2",
     "trainer.limit_test_batches=2",
 ]
-STRATEGIES = {
-    "ddp": ["strategy=ddp", "trainer.devices=2"],
-    "fsdp": ["strategy=fsdp", "trainer.devices=2"],
-    "model_sharded": ["strategy=model_sharded", "trainer.devices=2"],
-}
 
 
 def multirun(root: Path, *overrides: str, timeout: float = 400) -> str:

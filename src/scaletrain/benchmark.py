@@ -156,7 +156,12 @@ def cli_run(overrides: list[str], run_dir: Path, threads: int = 1) -> dict[str, 
         raise RuntimeError(
             f"{' '.join(overrides)} failed:\n{done.stdout[-3000:]}{done.stderr[-3000:]}"
         )
-    events = EventAccumulator(str(run_dir / "tensorboard"))
+    return perf_scalars(run_dir)
+
+
+def perf_scalars(run_dir: Path) -> dict[str, list[float]]:
+    """Every ``perf/*`` series a run logged to TensorBoard."""
+    events = EventAccumulator(str(Path(run_dir) / "tensorboard"))
     events.Reload()
     return {
         tag: [event.value for event in events.Scalars(tag)]

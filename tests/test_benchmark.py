@@ -1,0 +1,43 @@
+"""The benchmark runs end to end in its tiny mode and reports every figure."""
+
+import json
+import subprocess
+import sys
+
+from tests.conftest import REPO
+
+
+def test_tiny_benchmark_writes_every_field(tmp_path):
+    output = tmp_path / "benchmark.json"
+    done = subprocess.run(
+        [sys.executable, "-m", "scaletrain.benchmark", "--tiny", "--output", str(output)],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    results = json.loads(output.read_text())
+
+    for workload in ("gpt", "mlp"):
+        figures = results["overhead"][workload]
+        assert figures["plain_step_sec"] > 0 and figures["trainer_step_sec"] > 0
+        assert figures["overhead_ratio"] == figures["trainer_step_sec"] / figures["plain_step_sec"]
+        assert figures["time_to_first_step_sec"] > 0
+    assert results["import_time_sec"] > 0
+    scaling = results["scaling"]
+    assert (
+        scaling["speedup"] == scaling["samples_per_sec_2_ranks"] / scaling["samples_per_sec_1_rank"]
+    )
+    memory = results["memory"]
+    assert set(memory) == {"single", "ddp", "fsdp", "model_sharded"}
+    for figures in memory.values():
+        assert figures["model_state"] == (
+            figures["params"] + figures["grads"] + figures["optimizer_state"]
+        )
+        assert figures["peak_rss_bytes"] > figures["model_state"]
+    assert memory["ddp"]["model_state"] == memory["single"]["model_state"]
+    assert memory["fsdp"]["model_state_vs_ddp"] < 0.6
+    assert results["compile"]["tokens_per_sec_compiled"] > 0
+    assert "| ddp 2 ranks / 1 rank, samples/s |" in results["table"]
+    assert results["table"] in done.stdout
