@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Create .venv/ with scaletrain (editable) and its development tools.
-#   TORCH_SPEC  the torch requirement to install first (default: torch==2.13.0, whose
-#               CPU build this setup is tested with; e.g. TORCH_SPEC=torch for a CUDA build)
+#   TORCH_SPEC  the torch requirement to install first (default: torch==2.13.0, the
+#               version this setup is tested with; pip picks the build: CPU-only on this
+#               project's CI machines, CUDA from PyPI on Linux x86_64)
 #   PYTHON      the interpreter for the virtual environment (default: python3)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.utils import instantiate
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
@@ -107,3 +108,30 @@ def test_same_seed_same_run(train_cli):
     assert runs[0].metrics["metrics"] == runs[1].metrics["metrics"]
     other = train_cli("trainer.max_epochs=2", "seed=6", name="other")
     assert other.metrics["metrics"]["val/loss"] != runs[0].metrics["metrics"]["val/loss"]
+
+
+class FakeCheckpoint:
+    best_model_score = torch.tensor(0.9)
+
+
+class FakeTrainer:
+    checkpoint_callback = FakeCheckpoint()
+
+    def __init__(self, ckpt_path):
+        self.ckpt_path = ckpt_path
+
+
+@pytest.mark.parametrize(("ckpt_path", "expected"), [("last.ckpt", 0.9), (None, 0.5)])
+def test_best_score_survives_a_resume_and_only_a_resume(ckpt_path, expected):
+    from torchmetrics import MaxMetric
+
+    from scaletrain.models.classifier import Classifier
+    from tests.conftest import compose_train
+
+    model = instantiate(compose_train().model)
+    model.trainer = FakeTrainer(ckpt_path)
+    best = MaxMetric()
+    best.update(torch.tensor(0.99))  # e.g. the sanity check's partial validation
+    Classifier.restart_best(model, best)
+    best.update(torch.tensor(0.5))
+    assert best.compute().item() == pytest.approx(expected)

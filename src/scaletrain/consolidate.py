@@ -55,10 +55,12 @@ def consolidate(checkpoint_dir: Path, output: Path) -> Path:
     optimizer_keys = sorted(key for key in tensors if key.startswith("optimizer_"))
     checkpoint["optimizer_states"] = [index_optimizer_state(tensors[k]) for k in optimizer_keys]
     output.parent.mkdir(parents=True, exist_ok=True)
-    # Every rank of a job may consolidate the same checkpoint: each writes its own file.
-    partial = output.with_name(f"{output.name}.{os.getpid()}.part")
+    # Every rank of a job may consolidate the same checkpoint: each writes a scratch file
+    # of its own and renames it, so no reader ever sees a half-written checkpoint.
+    handle, partial = tempfile.mkstemp(dir=output.parent, prefix=f".{output.name}.", suffix=".part")
+    os.close(handle)
     torch.save(checkpoint, partial)
-    partial.replace(output)  # never leave a half-written checkpoint under the real name
+    os.replace(partial, output)
     return output
 
 

@@ -1,17 +1,16 @@
 """Evaluate a checkpoint on the test split: ``python -m scaletrain.eval ckpt_path=...``.
 
-The model and data are those of the training run that wrote the checkpoint (read from
-its run directory's ``.hydra/config.yaml``), so the result reproduces that run's test
-metrics; ``data.*`` and ``model.*`` overrides on this command line still apply.
+The model, data, precision and test limit are those of the training run that wrote the
+checkpoint (read from its run directory's ``.hydra/config.yaml``), so the result
+reproduces that run's test metrics; overrides of those settings on this command line
+still apply.
 """
 
-import json
 import logging
 from pathlib import Path
 
 import hydra
 import lightning as L
-from hydra.core.hydra_config import HydraConfig
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -20,8 +19,8 @@ from scaletrain.consolidate import loadable_checkpoint
 from scaletrain.parallel.strategy import SHARDED
 from scaletrain.train import USER_ERRORS, build_trainer
 from scaletrain.utils.errors import ConfigError, user_errors
-from scaletrain.utils.launch import isolated_job, launch_ranks_as_job
-from scaletrain.utils.run import collect_metrics
+from scaletrain.utils.launch import isolated_job, job_overrides, launch_ranks_as_job
+from scaletrain.utils.run import collect_metrics, write_json
 from scaletrain.utils.validate import validate
 
 log = logging.getLogger("scaletrain")
@@ -33,30 +32,36 @@ def training_run_config(ckpt_path: Path) -> DictConfig | None:
     return OmegaConf.load(saved) if saved.is_file() else None
 
 
+# What a test result depends on besides the weights: taken from the training run.
+ADOPTED = ("data", "model", "monitor", "trainer.precision", "trainer.limit_test_batches")
+
+
 def adopt_run_config(cfg: DictConfig, run_cfg: DictConfig, overrides: list[str]) -> None:
-    """Take ``data`` and ``model`` from the training run, then re-apply this command's
-    overrides of those groups' keys."""
+    """Take the training run's data, model, precision and test limit, then re-apply this
+    command's own overrides of those settings."""
     with open_dict(cfg):
-        cfg.data = run_cfg.data
-        cfg.model = run_cfg.model
+        for key in ADOPTED:
+            OmegaConf.update(cfg, key, OmegaConf.select(run_cfg, key), merge=False)
         for override in overrides:
             key, _, value = override.partition("=")
-            if key.startswith(("data.", "model.")):
+            if key in ADOPTED or any(key.startswith(f"{name}.") for name in ADOPTED):
                 OmegaConf.update(cfg, key, OmegaConf.from_dotlist([f"v={value}"]).v)
 
 
 def evaluate(cfg: DictConfig) -> dict[str, float]:
     """Test ``cfg.ckpt_path``; return the test metrics and write them to metrics.json."""
-    problems = validate(cfg)
-    if problems:
-        raise ConfigError(problems)
+    if OmegaConf.is_missing(cfg, "ckpt_path"):
+        raise ConfigError(validate(cfg))
     ckpt_path = Path(cfg.ckpt_path)
     if not ckpt_path.exists():
         raise ConfigError(f"ckpt_path={ckpt_path}: no such file; give a .ckpt written by train")
     run_cfg = training_run_config(ckpt_path) if cfg.use_run_config else None
     if run_cfg is not None:
-        adopt_run_config(cfg, run_cfg, list(HydraConfig.get().overrides.task))
-        log.info("model and data taken from the training run's config")
+        adopt_run_config(cfg, run_cfg, job_overrides())
+        log.info("model, data and test settings taken from the training run's config")
+    problems = validate(cfg)
+    if problems:
+        raise ConfigError(problems)
     L.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.data)
@@ -67,8 +72,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     (results,) = trainer.test(model, datamodule=datamodule, ckpt_path=loadable)
     metrics = collect_metrics(results)
     if trainer.is_global_zero:
-        summary = {"metrics": metrics, "checkpoint": str(ckpt_path.resolve())}
-        (run_dir / "metrics.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_json(
+            run_dir / "metrics.json", {"metrics": metrics, "checkpoint": str(ckpt_path.resolve())}
+        )
         log.info("run directory: %s", run_dir)
     return metrics
 

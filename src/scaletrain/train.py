@@ -27,7 +27,7 @@ from scaletrain.utils.validate import validate
 log = logging.getLogger("scaletrain")
 
 # Failures a user fixes by changing a setting or a file: reported in one line.
-USER_ERRORS = (MNISTFilesMissing, IDXFormatError, FileNotFoundError)
+USER_ERRORS = (MNISTFilesMissing, IDXFormatError)
 
 
 def build_trainer(cfg: DictConfig, model: ScaleModule) -> L.Trainer:

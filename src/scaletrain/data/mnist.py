@@ -1,6 +1,8 @@
 """MNIST from its four standard IDX files in ``data_dir``; downloaded when missing."""
 
 import logging
+import os
+import tempfile
 import urllib.request
 from pathlib import Path
 
@@ -50,17 +52,21 @@ def download(data_dir: Path, stems: list[str], timeout: float) -> None:
     data_dir.mkdir(parents=True, exist_ok=True)
     for stem in stems:
         errors = []
+        target = data_dir / f"{stem}.gz"
         for mirror in MIRRORS:
-            target = data_dir / f"{stem}.gz"
-            partial = target.with_suffix(".gz.part")
+            # A scratch file of this process's own: nodes sharing data_dir may download at once.
+            handle, partial = tempfile.mkstemp(dir=data_dir, prefix=f".{stem}.", suffix=".part")
             try:
-                with urllib.request.urlopen(f"{mirror}{stem}.gz", timeout=timeout) as response:
-                    partial.write_bytes(response.read())
-                partial.rename(target)  # never leave a half-written file under the real name
+                with (
+                    os.fdopen(handle, "wb") as scratch,
+                    urllib.request.urlopen(f"{mirror}{stem}.gz", timeout=timeout) as response,
+                ):
+                    scratch.write(response.read())
+                os.replace(partial, target)  # never a half-written file under the real name
                 log.info("downloaded %s", target)
                 break
             except OSError as error:
-                partial.unlink(missing_ok=True)
+                Path(partial).unlink(missing_ok=True)
                 errors.append(f"{mirror}: {error}")
         else:
             raise OSError("; ".join(errors))

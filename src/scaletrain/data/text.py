@@ -24,6 +24,8 @@ def stdlib_sources() -> list[Path]:
 
 def read_corpus(paths: list[Path], max_bytes: int | None) -> torch.Tensor:
     """The files' bytes concatenated (each followed by a NUL separator) as uint8 tokens."""
+    if max_bytes is not None and max_bytes < 1:
+        raise ConfigError(f"data.max_bytes={max_bytes}: must be positive, or null for all")
     missing = [str(path) for path in paths if not path.is_file()]
     if missing:
         raise ConfigError(f"data.paths: no such file(s): {', '.join(missing)}")
@@ -34,6 +36,8 @@ def read_corpus(paths: list[Path], max_bytes: int | None) -> torch.Tensor:
         if max_bytes is not None and total >= max_bytes:
             break
     corpus = b"".join(chunks)[:max_bytes]
+    if not corpus:
+        raise ConfigError("data.paths: the corpus is empty; give non-empty text files")
     return torch.frombuffer(bytearray(corpus), dtype=torch.uint8)
 
 

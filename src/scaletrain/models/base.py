@@ -59,7 +59,7 @@ class ScaleModule(L.LightningModule):
         self._parallelized = False
 
     def configure_model(self) -> None:
-        """Apply tensor parallel, activation checkpointing, compile and FSDP2 as configured.
+        """Apply tensor parallel, compile, activation checkpointing and FSDP2 as configured.
 
         Lightning calls this for fit and again for test: the second call does nothing.
         """
@@ -122,6 +122,18 @@ class ScaleModule(L.LightningModule):
 
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self.evaluation_step(batch, "test")
+
+    def restart_best(self, best_metric) -> None:
+        """Start tracking the best validation value afresh, or, on a resume, from the best
+        score the checkpoint callback restored (sanity-check values never count)."""
+        best_metric.reset()
+        checkpoint = self.trainer.checkpoint_callback
+        if (
+            self.trainer.ckpt_path
+            and checkpoint is not None
+            and checkpoint.best_model_score is not None
+        ):
+            best_metric.update(checkpoint.best_model_score.to(self.device))
 
     def configure_optimizers(self) -> Any:
         optimizer = instantiate(self.hparams.optimizer)(params=self.parameters())

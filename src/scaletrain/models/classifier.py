@@ -28,7 +28,7 @@ class Classifier(ScaleModule):
         return logits, targets
 
     def on_train_start(self) -> None:
-        self.val_acc_best.reset()  # forget the sanity check's partial validation
+        self.restart_best(self.val_acc_best)
 
     def on_validation_epoch_end(self) -> None:
         self.val_acc_best.update(self.val_acc.compute())

@@ -20,7 +20,7 @@ class LanguageModel(ScaleModule):
         return loss
 
     def on_train_start(self) -> None:
-        self.val_loss_best.reset()  # forget the sanity check's partial validation
+        self.restart_best(self.val_loss_best)
 
     def on_validation_epoch_end(self) -> None:
         self.val_loss_best.update(self._log_perplexity("val"))

@@ -16,12 +16,21 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import lightning.pytorch.strategies.launchers.subprocess_script as subprocess_script
+import torch
 import torch.distributed as dist
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_original_cwd
 
-# What Lightning's launcher puts in os.environ for the ranks it starts.
-LAUNCHER_ENV = ("MASTER_ADDR", "MASTER_PORT", "NODE_RANK", "LOCAL_RANK", "WORLD_SIZE")
+# What Lightning's launcher puts in os.environ for the ranks it starts (and the thread
+# count it lowers for them).
+LAUNCHER_ENV = (
+    "MASTER_ADDR",
+    "MASTER_PORT",
+    "NODE_RANK",
+    "LOCAL_RANK",
+    "WORLD_SIZE",
+    "OMP_NUM_THREADS",
+)
 
 
 def job_overrides() -> list[str]:
@@ -31,8 +40,10 @@ def job_overrides() -> list[str]:
 
 def job_rank_command(module: str, local_rank: int) -> tuple[list[str], str]:
     """The command line and working directory of one more rank of the current job."""
-    hydra_cfg = HydraConfig.get()
-    output_dir = hydra_cfg.runtime.output_dir
+    output_dir = HydraConfig.get().runtime.output_dir
+    # Lightning sets NODE_RANK before starting the ranks of this node.
+    node = int(os.environ.get("NODE_RANK", 0))
+    log_name = f"rank{local_rank}.log" if node == 0 else f"node{node}-rank{local_rank}.log"
     command = [sys.executable, "-m", module, *job_overrides()]
     command += [
         f'hydra.run.dir="{output_dir}"',
@@ -40,7 +51,7 @@ def job_rank_command(module: str, local_rank: int) -> tuple[list[str], str]:
         "hydra.output_subdir=null",
         # one run, even where the job came from a sweep config (hparams_search sets MULTIRUN)
         "hydra.mode=RUN",
-        f'hydra.job_logging.handlers.file.filename="{output_dir}/rank{local_rank}.log"',
+        f'hydra.job_logging.handlers.file.filename="{output_dir}/{log_name}"',
     ]
     return command, get_original_cwd()
 
@@ -58,9 +69,11 @@ def isolated_job() -> Iterator[None]:
     environment variables, so that the next job of a sweep starts its ranks afresh
     (on a new port). Variables set before the job (torchrun, SLURM) are kept."""
     inherited = {key: os.environ[key] for key in LAUNCHER_ENV if key in os.environ}
+    threads = torch.get_num_threads()
     try:
         yield
     finally:
+        torch.set_num_threads(threads)
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
         for key in LAUNCHER_ENV:

@@ -24,21 +24,31 @@ def collect_metrics(*metric_dicts: dict[str, Any]) -> dict[str, float]:
     return dict(sorted(merged.items()))
 
 
+def write_json(path: Path, summary: dict[str, Any]) -> Path:
+    """Write ``summary`` as JSON; non-finite metrics become strings ("nan", "inf")."""
+    if "metrics" in summary:
+        metrics = summary["metrics"]
+        summary = {
+            **summary,
+            "metrics": {k: v if math.isfinite(v) else str(v) for k, v in metrics.items()},
+        }
+    path.write_text(json.dumps(summary, indent=2) + "\n")
+    return path
+
+
 def write_metrics_json(run_dir: Path, trainer: L.Trainer, metrics: dict[str, float]) -> Path:
     """Write ``metrics.json``: final metrics as numbers and the best checkpoint's path."""
     checkpoint = trainer.checkpoint_callback
     best_score = checkpoint.best_model_score if checkpoint else None
     summary = {
-        "metrics": {k: (v if math.isfinite(v) else str(v)) for k, v in metrics.items()},
+        "metrics": metrics,
         "best_checkpoint": (checkpoint.best_model_path or None) if checkpoint else None,
         "best_score": as_number(best_score) if best_score is not None else None,
         "last_checkpoint": (checkpoint.last_model_path or None) if checkpoint else None,
         "epoch": trainer.current_epoch,
         "global_step": trainer.global_step,
     }
-    path = run_dir / "metrics.json"
-    path.write_text(json.dumps(summary, indent=2) + "\n")
-    return path
+    return write_json(run_dir / "metrics.json", summary)
 
 
 def flat_hparams(cfg: DictConfig) -> dict[str, Any]:

@@ -15,7 +15,12 @@ log = logging.getLogger("scaletrain")
 def collect_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
     """Every finished job under ``sweep_dir``: its number, overrides and metrics."""
     jobs = []
-    for metrics_file in sorted(sweep_dir.glob("*/metrics.json"), key=lambda p: p.parent.name):
+
+    def job_number(path: Path) -> tuple[int, str]:
+        name = path.parent.name
+        return (int(name), name) if name.isdigit() else (-1, name)
+
+    for metrics_file in sorted(sweep_dir.glob("*/metrics.json"), key=job_number):
         job_dir = metrics_file.parent
         overrides_file = job_dir / ".hydra" / "overrides.yaml"
         overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []

@@ -7,9 +7,9 @@ from omegaconf.errors import InterpolationResolutionError
 
 from scaletrain.parallel.plans import split_sizes
 from scaletrain.parallel.strategy import (
-    SHARDED,
     STRATEGIES,
     accelerator_type,
+    data_parallel_size,
     tensor_parallel_size,
     world_size,
 )
@@ -78,8 +78,11 @@ def check_parallel_sizes(cfg: DictConfig) -> list[str]:
             f"use strategy=ddp, fsdp or model_sharded for {world} processes"
         ]
     tp = tensor_parallel_size(cfg.strategy)
-    if name not in SHARDED and tp != 1:
-        return [f"strategy.tensor_parallel_size={tp}: only model_sharded splits the model"]
+    if name != "model_sharded" and tp != 1:
+        return [
+            f"strategy.tensor_parallel_size={tp}: only model_sharded splits the model; "
+            f"use strategy=model_sharded or 1"
+        ]
     if tp < 1 or world % tp:
         return [
             f"strategy.tensor_parallel_size={tp}: must divide the world size {world} "
@@ -95,7 +98,7 @@ def check_parallel_sizes(cfg: DictConfig) -> list[str]:
                     f"strategy.tensor_parallel_size={tp} does not divide "
                     f"{setting}={size}; valid: {divisors(size)}"
                 )
-    data_parallel = world // tp
+    data_parallel = data_parallel_size(cfg.strategy, world)
     batch_size = cfg.data.batch_size
     if isinstance(batch_size, int) and batch_size % data_parallel:
         problems.append(
