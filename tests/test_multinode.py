@@ -50,6 +50,10 @@ def test_two_torchrun_nodes_match_single_process_training(tmp_path):
     for node, output in zip(nodes, outputs, strict=True):
         assert node.returncode == 0, output
     assert "GLOBAL_RANK: 1, MEMBER: 2/2" in "".join(outputs)
+    # one run directory; each rank logs to its own file
+    assert "rank 1: overrides" in (run_dir / "train.rank1.log").read_text()
+    assert "rank 1: overrides" not in (run_dir / "train.log").read_text()
+    assert (run_dir / ".hydra" / "config.yaml").is_file()
 
     two_nodes = type(single)(0, "", run_dir)
     for loss, reference in zip(step_losses(two_nodes), step_losses(single), strict=True):

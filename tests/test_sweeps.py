@@ -64,7 +64,7 @@ def test_sweep_with_a_distributed_strategy_runs_each_job_once_in_its_directory(t
         job_dir = sweep / job
         assert (job_dir / "metrics.json").is_file()
         (rank0,) = rank_overrides(job_dir / "train.log")
-        (rank1,) = rank_overrides(job_dir / "rank1.log")
+        (rank1,) = rank_overrides(job_dir / "train.rank1.log")
         assert rank0 == rank1
         assert f"model.optimizer.lr={lr}" in rank0.split()
     summary = json.loads((sweep / "summary.json").read_text())
@@ -86,7 +86,7 @@ def test_optuna_search_with_ddp_gives_every_rank_the_trial_parameters(tmp_path):
     sampled = []
     for job in summary["jobs"]:
         (rank0,) = rank_overrides(sweep / job["job"] / "train.log")
-        (rank1,) = rank_overrides(sweep / job["job"] / "rank1.log")
+        (rank1,) = rank_overrides(sweep / job["job"] / "train.rank1.log")
         assert rank0 == rank1 == " ".join(job["overrides"])
         sampled.append([o for o in job["overrides"] if o.startswith("model.optimizer.lr=")])
         assert isinstance(job["metrics"]["val/acc_best"], float)

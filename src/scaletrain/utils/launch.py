@@ -43,7 +43,12 @@ def job_rank_command(module: str, local_rank: int) -> tuple[list[str], str]:
     output_dir = HydraConfig.get().runtime.output_dir
     # Lightning sets NODE_RANK before starting the ranks of this node.
     node = int(os.environ.get("NODE_RANK", 0))
-    log_name = f"rank{local_rank}.log" if node == 0 else f"node{node}-rank{local_rank}.log"
+    task = HydraConfig.get().job.name
+    # named like the logs of externally launched ranks (train.rank<N>.log); on node 0
+    # the local rank is the global rank
+    log_name = (
+        f"{task}.rank{local_rank}.log" if node == 0 else f"{task}.node{node}.rank{local_rank}.log"
+    )
     command = [sys.executable, "-m", module, *job_overrides()]
     command += [
         f'hydra.run.dir="{output_dir}"',
