@@ -94,3 +94,15 @@ def test_datamodule_evaluation_covers_the_split_once_across_ranks():
     merged = [t for a, b in zip(*ranks, strict=True) for t in a + b if t != IGNORE_INDEX]
     assert merged == single
     assert len(single) == 359  # every test image, once
+
+
+def test_a_resumed_epoch_skips_only_its_trained_batches_once():
+    sampler = GlobalBatchSampler(64, 8, shuffle=True, seed=0)
+    sampler.set_epoch(3)
+    full = list(sampler)
+    sampler.skip_batches = 5
+    assert list(sampler) == full[5:]
+    assert list(sampler) == full  # the next pass over the epoch is whole again
+    sampler.skip_batches = 5
+    sampler.set_epoch(4)
+    assert len(list(sampler)) == 8  # a new epoch never inherits a skip

@@ -135,3 +135,29 @@ def test_best_score_survives_a_resume_and_only_a_resume(ckpt_path, expected):
     Classifier.restart_best(model, best)
     best.update(torch.tensor(0.5))
     assert best.compute().item() == pytest.approx(expected)
+
+
+def test_mid_epoch_resume_continues_with_the_next_batch_of_the_epoch(train_cli):
+    """A checkpoint written after step 20 of a 39-step epoch resumes at batch 21 of that
+    epoch, in the same order: every loss after it equals the uninterrupted run's."""
+    common = ["trainer.log_every_n_steps=1", "test=false"]
+    straight = train_cli(*common, "trainer.max_epochs=2", name="straight")
+    first = train_cli(
+        *common,
+        "trainer.max_steps=30",
+        "+callbacks.model_checkpoint.every_n_train_steps=20",
+        "callbacks.model_checkpoint.monitor=null",
+        "callbacks.model_checkpoint.save_top_k=-1",
+        name="first",
+    )
+    (step_20,) = (first.run_dir / "checkpoints").glob("*step000020.ckpt")
+    resumed = train_cli(*common, "trainer.max_epochs=2", f"ckpt_path={step_20}", name="resumed")
+    for run in (straight, first, resumed):
+        assert run.returncode == 0, run.output
+
+    reference = {e.step: e.value for e in events(straight.run_dir).Scalars("train/loss")}
+    after = {e.step: e.value for e in events(resumed.run_dir).Scalars("train/loss")}
+    assert min(after) == 20 and len(after) == 2 * 39 - 20
+    for step, loss in after.items():
+        assert loss == reference[step], f"step {step}"
+    assert resumed.metrics["metrics"]["val/loss"] == straight.metrics["metrics"]["val/loss"]

@@ -1,12 +1,33 @@
 """The shared DataModule: split once, then serve each rank its slice of every global batch."""
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 
 import lightning as L
 from torch.utils.data import DataLoader
 
 from scaletrain.data.datasets import BatchIndexedTensors
 from scaletrain.data.sampler import GlobalBatchSampler
+
+
+class ResumableDataLoader(DataLoader):
+    """A training loader whose position inside an epoch is saved in checkpoints.
+
+    Lightning stores ``state_dict()`` with every checkpoint and, on a resume, hands it to
+    ``load_state_dict()``: the epoch then continues after the batches already trained on
+    instead of starting over, so no sample is skipped or seen twice.
+    """
+
+    def __init__(self, *args, trained_batches: Callable[[], int], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.trained_batches = trained_batches
+
+    def state_dict(self) -> dict[str, int]:
+        return {"epoch": self.sampler.epoch, "batches": self.trained_batches()}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        self.sampler.set_epoch(state["epoch"])
+        self.sampler.skip_batches = state["batches"]
 
 
 class ShardedDataModule(L.LightningDataModule, ABC):
@@ -43,6 +64,10 @@ class ShardedDataModule(L.LightningDataModule, ABC):
             return 1, 0
         return kwargs["num_replicas"], kwargs["rank"]
 
+    def trained_batches(self) -> int:
+        """Batches of the current epoch the Trainer has trained on so far."""
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+
     def _loader(self, split: str, train: bool) -> DataLoader:
         num_replicas, rank = self.data_parallel_rank()
         sampler = GlobalBatchSampler(
@@ -56,12 +81,15 @@ class ShardedDataModule(L.LightningDataModule, ABC):
         )
         # batch_size=None: the sampler yields whole batches of indices, which the dataset
         # gathers in one indexing operation.
-        return DataLoader(
+        loader_type = ResumableDataLoader if train else DataLoader
+        extra = {"trained_batches": self.trained_batches} if train else {}
+        return loader_type(
             self.splits[split],
             sampler=sampler,
             batch_size=None,
             num_workers=self.num_workers,
             persistent_workers=self.num_workers > 0,
+            **extra,
         )
 
     def train_dataloader(self) -> DataLoader:

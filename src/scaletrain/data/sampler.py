@@ -47,9 +47,13 @@ class GlobalBatchSampler(Sampler[list[int]]):
         self.drop_last = drop_last
         self.seed = seed
         self.epoch = 0
+        # Batches of the current epoch already trained on, restored by a mid-epoch resume.
+        self.skip_batches = 0
 
     def set_epoch(self, epoch: int) -> None:
         """Reshuffle for ``epoch``; Lightning calls this at the start of every epoch."""
+        if epoch != self.epoch:
+            self.skip_batches = 0
         self.epoch = epoch
 
     def __len__(self) -> int:
@@ -74,5 +78,6 @@ class GlobalBatchSampler(Sampler[list[int]]):
         batches = self.global_order().view(len(self), self.global_batch_size)
         start = self.rank * self.local_batch_size
         local = batches[:, start : start + self.local_batch_size]
-        for batch in local:
+        for batch in local[self.skip_batches :]:
             yield batch.tolist()
+        self.skip_batches = 0  # a resumed epoch skips its trained batches once
