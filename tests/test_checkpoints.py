@@ -109,7 +109,7 @@ def test_consolidated_checkpoint_loads_with_plain_torch(runs, tmp_path):
     done = subprocess.run([*command, str(output)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
 
-    checkpoint = torch.load(output, weights_only=False)
+    checkpoint = torch.load(output, weights_only=True)  # plain tensors and containers only
     assert checkpoint["global_step"] == 2 * STEPS_PER_EPOCH
     assert checkpoint["state_dict"]["net.blocks.0.0.weight"].shape == (64, 64)  # whole, not a shard
     model = Classifier.load_from_checkpoint(output).eval()
@@ -119,6 +119,23 @@ def test_consolidated_checkpoint_loads_with_plain_torch(runs, tmp_path):
     with torch.no_grad():
         accuracy = (model(inputs).argmax(-1) == targets).float().mean().item()
     assert abs(accuracy - training.metrics["metrics"]["test/acc"]) <= 1e-3
+
+
+def test_a_sharded_checkpoint_of_another_model_is_refused_before_training(runs):
+    root, written, _ = runs
+    last = written["fsdp"].run_dir / "checkpoints" / "last.ckpt"
+    run = run_cli(
+        "train",
+        root / "mismatch",
+        f"paths.root_dir={root}",
+        f"ckpt_path={last}",
+        "model.net.hidden_dims=[32]",
+    )
+    assert run.returncode == 2
+    assert (
+        f"error: ckpt_path={last}: belongs to another model: net.blocks.0.0.weight is "
+        "[64, 64] there, [32, 64] in this model"
+    ) in run.output
 
 
 def test_consolidate_refuses_what_is_not_a_sharded_checkpoint(tmp_path):

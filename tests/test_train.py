@@ -88,14 +88,14 @@ def test_resume_continues_from_the_saved_epoch_and_step(train_cli):
     for run in (straight, first, resumed):
         assert run.returncode == 0, run.output
 
-    assert torch.load(last, weights_only=False)["global_step"] == 3 * 39
+    assert torch.load(last, weights_only=True)["global_step"] == 3 * 39
     assert resumed.metrics["global_step"] == straight.metrics["global_step"] == 6 * 39
     # The resumed run logged only the steps after the checkpoint ...
     steps = [event.step for event in events(resumed.run_dir).Scalars("train/loss")]
     assert min(steps) > 3 * 39
     # ... and ends exactly where the uninterrupted run ends.
     final = {
-        name: torch.load(run.run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+        name: torch.load(run.run_dir / "checkpoints" / "last.ckpt", weights_only=True)
         for name, run in (("straight", straight), ("resumed", resumed))
     }
     for key, tensor in final["straight"]["state_dict"].items():

@@ -49,8 +49,8 @@ def consolidate(checkpoint_dir: Path, output: Path) -> Path:
     with tempfile.TemporaryDirectory() as scratch:
         flat_path = Path(scratch) / "flat.pt"
         dcp_to_torch_save(checkpoint_dir, flat_path)
-        tensors = torch.load(flat_path, weights_only=False)
-    checkpoint = torch.load(checkpoint_dir / META_FILE, weights_only=False)
+        tensors = torch.load(flat_path, weights_only=True)
+    checkpoint = torch.load(checkpoint_dir / META_FILE, weights_only=True)
     checkpoint["state_dict"] = tensors.pop("state_dict")
     optimizer_keys = sorted(key for key in tensors if key.startswith("optimizer_"))
     checkpoint["optimizer_states"] = [index_optimizer_state(tensors[k]) for k in optimizer_keys]

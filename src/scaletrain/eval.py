@@ -18,6 +18,7 @@ from scaletrain.config import CONFIG_DIR
 from scaletrain.consolidate import loadable_checkpoint
 from scaletrain.parallel.strategy import SHARDED
 from scaletrain.train import USER_ERRORS, build_trainer
+from scaletrain.utils.checkpoints import checkpoint_problems
 from scaletrain.utils.errors import ConfigError, user_errors
 from scaletrain.utils.launch import isolated_job, job_overrides, launch_ranks_as_job
 from scaletrain.utils.run import collect_metrics, write_json
@@ -66,6 +67,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
+    problems = checkpoint_problems(str(ckpt_path), model)
+    if problems:
+        raise ConfigError(problems)
     trainer = build_trainer(cfg, model)
     run_dir = Path(cfg.paths.output_dir)
     loadable = loadable_checkpoint(str(ckpt_path), cfg.strategy.name in SHARDED, run_dir)

@@ -18,6 +18,7 @@ from scaletrain.data.idx import IDXFormatError
 from scaletrain.data.mnist import MNISTFilesMissing
 from scaletrain.models.base import ScaleModule
 from scaletrain.parallel.strategy import SHARDED, build_strategy, world_size
+from scaletrain.utils.checkpoints import checkpoint_problems
 from scaletrain.utils.errors import ConfigError, user_errors
 from scaletrain.utils.instantiate import instantiate_group
 from scaletrain.utils.launch import isolated_job, job_overrides, launch_ranks_as_job
@@ -52,6 +53,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
+    problems = checkpoint_problems(cfg.ckpt_path, model)
+    if problems:
+        raise ConfigError(problems)
     trainer = build_trainer(cfg, model)
     if trainer.is_global_zero:
         log.info("run directory: %s", run_dir)

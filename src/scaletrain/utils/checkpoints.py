@@ -1,0 +1,62 @@
+"""Preflight check of ``ckpt_path``: it exists, it is a checkpoint, and it fits the model.
+
+Runs before the Trainer starts any process, reading only what it must: the zip
+directory and tensor shapes of a file (memory-mapped), the metadata of a sharded one.
+"""
+
+import zipfile
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.distributed.checkpoint import FileSystemReader
+
+from scaletrain.consolidate import is_sharded_checkpoint
+
+# Values of ckpt_path that Lightning resolves itself.
+LIGHTNING_KEYWORDS = ("last", "hpc", "best", "registry")
+
+
+def saved_shapes(path: Path) -> dict[str, tuple[int, ...]] | str:
+    """The shape of every model tensor in the checkpoint, or what is wrong with it."""
+    if path.is_dir():
+        if not is_sharded_checkpoint(path):
+            return "a directory, but not a sharded checkpoint (no meta.pt and .metadata)"
+        metadata = FileSystemReader(path).read_metadata().state_dict_metadata
+        prefix = "state_dict."
+        return {
+            key[len(prefix) :]: tuple(meta.size)
+            for key, meta in metadata.items()
+            if key.startswith(prefix) and hasattr(meta, "size")
+        }
+    if not zipfile.is_zipfile(path):
+        return "not a checkpoint file (truncated or corrupt?)"
+    try:
+        checkpoint = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except Exception as error:  # torch raises many kinds for damaged archives
+        return f"cannot be read as a checkpoint ({type(error).__name__})"
+    if not isinstance(checkpoint, dict) or "state_dict" not in checkpoint:
+        return "has no state_dict: not a checkpoint written by train"
+    return {key: tuple(tensor.shape) for key, tensor in checkpoint["state_dict"].items()}
+
+
+def checkpoint_problems(ckpt_path: str | None, model: nn.Module) -> list[str]:
+    """One line naming ``ckpt_path`` and the problem, if it cannot resume ``model``."""
+    if ckpt_path is None or ckpt_path in LIGHTNING_KEYWORDS:
+        return []
+    setting, path = f"ckpt_path={ckpt_path}", Path(ckpt_path)
+    if not path.exists():
+        return [f"{setting}: no such file or directory; give a checkpoint written by train"]
+    shapes = saved_shapes(path)
+    if isinstance(shapes, str):
+        return [f"{setting}: {shapes}"]
+    for name, tensor in model.state_dict().items():
+        expected = tuple(tensor.shape)
+        if name not in shapes:
+            return [f"{setting}: belongs to another model: it has no {name} {list(expected)}"]
+        if shapes[name] != expected:
+            return [
+                f"{setting}: belongs to another model: {name} is {list(shapes[name])} there, "
+                f"{list(expected)} in this model"
+            ]
+    return []

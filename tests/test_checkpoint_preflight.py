@@ -1,0 +1,59 @@
+"""ckpt_path is checked before anything starts: missing, not a checkpoint, truncated,
+or another model's (the first mismatching tensor and both shapes are named)."""
+
+import torch
+from hydra.utils import instantiate
+
+from scaletrain.utils.checkpoints import checkpoint_problems
+from tests.conftest import compose_train
+
+
+def mlp(hidden: int):
+    return instantiate(compose_train(f"model.net.hidden_dims=[{hidden}]").model)
+
+
+def save_checkpoint(path, model):
+    torch.save({"state_dict": model.state_dict(), "epoch": 1}, path)
+    return path
+
+
+def test_a_checkpoint_of_this_model_passes(tmp_path):
+    path = save_checkpoint(tmp_path / "a.ckpt", mlp(64))
+    assert checkpoint_problems(str(path), mlp(64)) == []
+
+
+def test_missing_checkpoint(tmp_path):
+    (problem,) = checkpoint_problems(str(tmp_path / "gone.ckpt"), mlp(64))
+    assert problem.startswith(f"ckpt_path={tmp_path}/gone.ckpt: no such file or directory")
+
+
+def test_truncated_checkpoint(tmp_path):
+    path = save_checkpoint(tmp_path / "a.ckpt", mlp(64))
+    path.write_bytes(path.read_bytes()[:-200])
+    (problem,) = checkpoint_problems(str(path), mlp(64))
+    assert problem == f"ckpt_path={path}: not a checkpoint file (truncated or corrupt?)"
+
+
+def test_a_file_that_is_no_checkpoint(tmp_path):
+    path = tmp_path / "notes.txt"
+    path.write_text("hello")
+    (problem,) = checkpoint_problems(str(path), mlp(64))
+    assert "not a checkpoint file" in problem
+
+
+def test_another_models_checkpoint_names_the_tensor_and_both_shapes(tmp_path):
+    path = save_checkpoint(tmp_path / "a.ckpt", mlp(32))
+    (problem,) = checkpoint_problems(str(path), mlp(64))
+    assert problem == (
+        f"ckpt_path={path}: belongs to another model: net.blocks.0.0.weight is [32, 64] there, "
+        "[64, 64] in this model"
+    )
+
+
+def test_cli_refuses_a_corrupt_checkpoint_in_one_line_before_training(train_cli, tmp_path):
+    path = save_checkpoint(tmp_path / "a.ckpt", mlp(64))
+    path.write_bytes(path.read_bytes()[:100])
+    run = train_cli(f"ckpt_path={path}", "strategy=ddp", "trainer.devices=2")
+    assert run.returncode == 2
+    assert "Traceback" not in run.output and "Initializing distributed" not in run.output
+    assert f"error: ckpt_path={path}: not a checkpoint file (truncated or corrupt?)" in run.output
