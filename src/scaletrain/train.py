@@ -12,6 +12,7 @@ import lightning as L
 from hydra.utils import instantiate
 from omegaconf import DictConfig
 
+from scaletrain.callbacks.non_finite import NonFiniteLoss
 from scaletrain.config import CONFIG_DIR
 from scaletrain.consolidate import loadable_checkpoint
 from scaletrain.data.idx import IDXFormatError
@@ -28,7 +29,7 @@ from scaletrain.utils.validate import validate
 log = logging.getLogger("scaletrain")
 
 # Failures a user fixes by changing a setting or a file: reported in one line.
-USER_ERRORS = (MNISTFilesMissing, IDXFormatError)
+USER_ERRORS = (MNISTFilesMissing, IDXFormatError, NonFiniteLoss)
 
 
 def build_trainer(cfg: DictConfig, model: ScaleModule) -> L.Trainer:
