@@ -73,7 +73,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     trainer = build_trainer(cfg, model)
     run_dir = Path(cfg.paths.output_dir)
     loadable = loadable_checkpoint(str(ckpt_path), cfg.strategy.name in SHARDED, run_dir)
-    (results,) = trainer.test(model, datamodule=datamodule, ckpt_path=loadable)
+    (results,) = trainer.test(model, datamodule=datamodule, ckpt_path=loadable, weights_only=True)
     metrics = collect_metrics(results)
     if trainer.is_global_zero:
         write_json(

@@ -5,11 +5,14 @@ compose config -> validate -> build data, model, strategy, callbacks, loggers, T
 """
 
 import logging
+import signal
+import sys
 from pathlib import Path
 
 import hydra
 import lightning as L
 from hydra.utils import instantiate
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig
 
 from scaletrain.callbacks.non_finite import NonFiniteLoss
@@ -65,7 +68,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     ckpt_path = loadable_checkpoint(cfg.ckpt_path, cfg.strategy.name in SHARDED, run_dir)
     fit_metrics = {}
     if cfg.train:
-        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+        # weights_only: a checkpoint holds tensors and plain containers, never code to run
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         fit_metrics = dict(trainer.callback_metrics)
     test_metrics = {}
     if cfg.test:
@@ -73,7 +77,10 @@ def train(cfg: DictConfig) -> dict[str, float]:
         if not best:
             log.warning("no best checkpoint was saved: testing the current weights")
         (test_metrics,) = trainer.test(
-            model, datamodule=datamodule, ckpt_path=best or (None if cfg.train else ckpt_path)
+            model,
+            datamodule=datamodule,
+            ckpt_path=best or (None if cfg.train else ckpt_path),
+            weights_only=True,
         )
 
     metrics = collect_metrics(fit_metrics, test_metrics)
@@ -88,8 +95,12 @@ def train(cfg: DictConfig) -> dict[str, float]:
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns ``cfg.optimized_metric`` for sweepers."""
     launch_ranks_as_job("scaletrain.train")
-    with user_errors(*USER_ERRORS), isolated_job():
-        metrics = train(cfg)
+    try:
+        with user_errors(*USER_ERRORS), isolated_job():
+            metrics = train(cfg)
+    except SIGTERMException:
+        log.info("resume with: ckpt_path=last hydra.run.dir=%s", cfg.paths.output_dir)
+        sys.exit(128 + signal.SIGTERM)  # the conventional status of a job ended by SIGTERM
     return metrics.get(cfg.get("optimized_metric"))
 
 
