@@ -1,6 +1,7 @@
 """Distributed settings that cannot work are one-line errors before any worker starts."""
 
 import pytest
+import torch
 
 from scaletrain.utils.validate import validate
 from tests.conftest import compose_train
@@ -91,3 +92,29 @@ def test_unknown_strategy_lists_the_valid_ones(train_cli):
     assert "Traceback" not in run.output
     for name in ("auto", "ddp", "fsdp", "model_sharded"):
         assert name in run.output
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        (["trainer.max_steps=-5"], "trainer.max_steps=-5: must be >= 0 (or -1 for no limit)"),
+        (
+            ["data.num_workers=-1"],
+            "data.num_workers=-1: must be 0 (load in the main process) or more",
+        ),
+        (
+            [*GPT, "model.net.context_length=64"],
+            "data.context_length=128: longer than the model's model.net.context_length=64; "
+            "valid: 1 to 64",
+        ),
+        pytest.param(
+            ["trainer=gpu"],
+            "trainer.accelerator=gpu: this machine has no GPU; use trainer=cpu",
+            marks=pytest.mark.skipif(
+                torch.cuda.is_available(), reason="needs a machine without GPU"
+            ),
+        ),
+    ],
+)
+def test_more_preflight_checks(overrides, expected):
+    assert expected in validate(compose_train(*overrides))

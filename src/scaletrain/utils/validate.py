@@ -34,9 +34,20 @@ def check_values(cfg: DictConfig) -> list[str]:
     lr = OmegaConf.select(cfg, "model.optimizer.lr")
     if lr is not None and not (isinstance(lr, int | float) and 0 < lr < float("inf")):
         problems.append(f"model.optimizer.lr={lr}: must be a positive finite number")
-    max_epochs = OmegaConf.select(cfg, "trainer.max_epochs")
-    if max_epochs is not None and max_epochs < -1:
-        problems.append(f"trainer.max_epochs={max_epochs}: must be >= 0 (or -1 for no limit)")
+    for key in ("trainer.max_epochs", "trainer.max_steps"):
+        value = OmegaConf.select(cfg, key)
+        if value is not None and value < -1:
+            problems.append(f"{key}={value}: must be >= 0 (or -1 for no limit)")
+    workers = cfg.data.get("num_workers", 0)
+    if not isinstance(workers, int) or workers < 0:
+        problems.append(f"data.num_workers={workers}: must be 0 (load in the main process) or more")
+    data_context = cfg.data.get("context_length")
+    model_context = OmegaConf.select(cfg, "model.net.context_length")
+    if data_context and model_context and data_context > model_context:
+        problems.append(
+            f"data.context_length={data_context}: longer than the model's "
+            f"model.net.context_length={model_context}; valid: 1 to {model_context}"
+        )
     return problems
 
 
@@ -72,6 +83,19 @@ def check_parallel_sizes(cfg: DictConfig) -> list[str]:
     world = world_size(cfg.trainer)
     if world is None:
         return [f"trainer.devices={cfg.trainer.devices}: give a number of devices, a list, or auto"]
+    devices = cfg.trainer.devices
+    if accelerator_type(cfg.trainer) == "gpu" and isinstance(devices, int):
+        available = torch.cuda.device_count()
+        if available == 0:
+            return [
+                f"trainer.accelerator={cfg.trainer.accelerator}: this machine has no GPU; "
+                "use trainer=cpu"
+            ]
+        if devices > available:
+            return [
+                f"trainer.devices={devices}: this machine has {available} GPU(s); "
+                f"valid: 1 to {available}, or trainer=cpu"
+            ]
     if name == "auto" and world > 1:
         return [
             f"trainer.devices={cfg.trainer.devices}: strategy=auto runs one process; "
