@@ -1,13 +1,11 @@
-"""Preemption: SIGTERM (a scheduler's notice) or SIGINT (Ctrl+C) ends the run at a step
-boundary; a single-process run first saves last.ckpt, and ``ckpt_path=last`` with the
-same ``hydra.run.dir`` continues from there.
+"""Preemption of a single-process run: SIGTERM (a scheduler's notice) or SIGINT (Ctrl+C)
+saves last.ckpt at the next step boundary and ends the run with status 143;
+``ckpt_path=last`` with the same ``hydra.run.dir`` continues from there.
 
-Lightning already turns SIGTERM into an exception raised on every rank at the same step
-boundary (and forwards the signal to the ranks it started). Here SIGINT is given the
-same treatment, so that under ddp no rank is interrupted halfway through a collective.
-Multi-process runs stop cleanly but save nothing: Lightning's SIGTERM protocol
-broadcasts from inside signal handlers, and any collective added after it (such as a
-checkpoint's) can pair with the wrong partner and hang.
+Lightning turns SIGTERM into an exception at a step boundary; SIGINT is given the same
+treatment here. Multi-process runs are left to Lightning's own SIGTERM handling, which
+broadcasts from inside signal handlers: adding a checkpoint's collectives after it can
+pair them with the wrong partner and hang, so nothing is saved there.
 """
 
 import logging
@@ -26,6 +24,8 @@ class CheckpointOnPreemption(Callback):
         self.previous_sigint = None
 
     def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
+        if trainer.world_size > 1:
+            return
         self.previous_sigint = signal.getsignal(signal.SIGINT)
         signal.signal(signal.SIGINT, signal.getsignal(signal.SIGTERM))
 
