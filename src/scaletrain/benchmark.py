@@ -195,14 +195,19 @@ def measure_overhead(workloads: dict, steps: int, warmup: int, repeats: int) -> 
     return results
 
 
-def measure_scaling(overrides: list[str], per_rank_batch: int, steps: int, root: Path) -> dict:
-    """samples/s of ddp on 2 ranks against 1 rank, one thread each, same per-rank batch."""
-    common = [
+def steady_run(overrides: list[str], steps: int) -> list[str]:
+    """Overrides for a run of ``steps`` optimizer steps, timed in windows of 5 steps."""
+    return [
         *overrides,
         f"trainer.max_steps={steps}",
         "trainer.max_epochs=-1",
         "trainer.log_every_n_steps=5",
     ]
+
+
+def measure_scaling(overrides: list[str], per_rank_batch: int, steps: int, root: Path) -> dict:
+    """samples/s of ddp on 2 ranks against 1 rank, one thread each, same per-rank batch."""
+    common = steady_run(overrides, steps)
     one = cli_run([*common, f"data.batch_size={per_rank_batch}"], root / "ddp1")
     two = cli_run(
         [*common, f"data.batch_size={2 * per_rank_batch}", "strategy=ddp", "trainer.devices=2"],
@@ -243,12 +248,8 @@ def measure_memory(overrides: list[str], root: Path) -> dict:
 
 
 def measure_compile(overrides: list[str], steps: int, root: Path) -> dict:
-    common = [
-        *overrides,
-        f"trainer.max_steps={steps}",
-        "trainer.max_epochs=-1",
-        "trainer.log_every_n_steps=5",
-    ]
+    """tokens/s with ``model.compile=true`` against eager, both on 2 threads."""
+    common = steady_run(overrides, steps)
     eager = steady(cli_run(common, root / "eager", threads=2)["perf/tokens_per_sec"])
     compiled = steady(
         cli_run([*common, "model.compile=true"], root / "compiled", threads=2)[

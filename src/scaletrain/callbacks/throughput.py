@@ -13,6 +13,8 @@ import torch
 from lightning.fabric.utilities.throughput import get_available_flops
 from lightning.pytorch.callbacks import Callback
 
+from scaletrain.parallel.strategy import data_parallel_layout
+
 
 def peak_memory_bytes(device: torch.device) -> int:
     """This process's peak: max allocated on a GPU, peak resident set size on CPU."""
@@ -54,8 +56,7 @@ class Throughput(Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx) -> None:
         inputs = batch[0]
-        sampler_kwargs = getattr(trainer.strategy, "distributed_sampler_kwargs", None) or {}
-        replicas = sampler_kwargs.get("num_replicas", 1)
+        replicas, _ = data_parallel_layout(trainer.strategy)
         self.window_samples += inputs.shape[0] * replicas
         # Integer inputs are token ids (language models): every id is a token.
         if not torch.is_floating_point(inputs):

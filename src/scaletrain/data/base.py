@@ -8,6 +8,7 @@ from torch.utils.data import DataLoader
 
 from scaletrain.data.datasets import BatchIndexedTensors
 from scaletrain.data.sampler import GlobalBatchSampler
+from scaletrain.parallel.strategy import data_parallel_layout
 
 
 class ResumableDataLoader(DataLoader):
@@ -56,20 +57,12 @@ class ShardedDataModule(L.LightningDataModule, ABC):
         if not self.splits:
             self.splits = self.load_splits()
 
-    def data_parallel_rank(self) -> tuple[int, int]:
-        """``(num_replicas, rank)`` over the data-parallel dimension of the running strategy."""
-        trainer = self.trainer
-        kwargs = getattr(trainer.strategy, "distributed_sampler_kwargs", None) if trainer else None
-        if not kwargs:
-            return 1, 0
-        return kwargs["num_replicas"], kwargs["rank"]
-
     def trained_batches(self) -> int:
         """Batches of the current epoch the Trainer has trained on so far."""
         return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
 
     def _loader(self, split: str, train: bool) -> DataLoader:
-        num_replicas, rank = self.data_parallel_rank()
+        num_replicas, rank = data_parallel_layout(self.trainer.strategy if self.trainer else None)
         sampler = GlobalBatchSampler(
             num_samples=len(self.splits[split]),
             global_batch_size=self.batch_size,

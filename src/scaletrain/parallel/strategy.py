@@ -52,6 +52,15 @@ def data_parallel_size(cfg: DictConfig, world: int) -> int:
     return world // tensor_parallel_size(cfg)
 
 
+def data_parallel_layout(strategy: Strategy | None) -> tuple[int, int]:
+    """``(size, rank)`` of the running strategy's data-parallel dimension: (1, 0) for one
+    process; ranks of one tensor-parallel group share a data-parallel rank."""
+    kwargs = getattr(strategy, "distributed_sampler_kwargs", None) if strategy else None
+    if not kwargs:
+        return 1, 0
+    return kwargs["num_replicas"], kwargs["rank"]
+
+
 def build_strategy(cfg: DictConfig, world: int) -> tuple[str | Strategy, FSDPOptions | None]:
     """The Lightning strategy for ``cfg`` (the strategy group) and, for the sharded ones,
     the FSDP2 options the LightningModule applies in ``configure_model``."""
