@@ -8,11 +8,16 @@
   combined with FSDP2 across those groups (a 2-D device mesh).
 """
 
+from pathlib import Path
+from typing import Any
+
 import torch
+from lightning.fabric.utilities.types import _PATH
 from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy, Strategy
 from omegaconf import DictConfig, ListConfig
 
 from scaletrain.parallel.apply import FSDPOptions
+from scaletrain.utils.atomic import remove, replace_path, scratch_path
 from scaletrain.utils.errors import ConfigError
 
 STRATEGIES = ("auto", "ddp", "fsdp", "model_sharded")
@@ -61,6 +66,30 @@ def data_parallel_layout(strategy: Strategy | None) -> tuple[int, int]:
     return kwargs["num_replicas"], kwargs["rank"]
 
 
+class ShardedStrategy(ModelParallelStrategy):
+    """Lightning's ModelParallelStrategy whose distributed checkpoints replace the previous
+    version of a path atomically: all ranks write their shards into a scratch directory,
+    then rank 0 swaps it into place (see :mod:`scaletrain.utils.atomic`)."""
+
+    def save_checkpoint(
+        self, checkpoint: dict[str, Any], filepath: _PATH, storage_options: Any | None = None
+    ) -> None:
+        path = Path(self.broadcast(filepath))
+        if not self._save_distributed_checkpoint:
+            # one full file, written by rank 0 through the atomic CheckpointIO (the parent
+            # class would delete a sharded checkpoint at ``path`` before writing it)
+            return Strategy.save_checkpoint(self, checkpoint, path, storage_options)
+        scratch = scratch_path(path)
+        if self.global_rank == 0:
+            remove(scratch)  # left by a save that was killed
+        self.barrier("scratch directory cleared")
+        super().save_checkpoint(checkpoint, scratch, storage_options)
+        self.barrier("every shard written")
+        if self.global_rank == 0:
+            replace_path(scratch, path)
+        self.barrier("checkpoint in place")
+
+
 def build_strategy(cfg: DictConfig, world: int) -> tuple[str | Strategy, FSDPOptions | None]:
     """The Lightning strategy for ``cfg`` (the strategy group) and, for the sharded ones,
     the FSDP2 options the LightningModule applies in ``configure_model``."""
@@ -71,7 +100,7 @@ def build_strategy(cfg: DictConfig, world: int) -> tuple[str | Strategy, FSDPOpt
     if cfg.name == "ddp":
         return DDPStrategy(find_unused_parameters=cfg.find_unused_parameters), None
     tp = tensor_parallel_size(cfg)
-    strategy = ModelParallelStrategy(
+    strategy = ShardedStrategy(
         data_parallel_size=data_parallel_size(cfg, world),
         tensor_parallel_size=tp,
         save_distributed_checkpoint=cfg.distributed_checkpoint,

@@ -4,6 +4,7 @@ Runs before the Trainer starts any process, reading only what it must: the zip
 directory and tensor shapes of a file (memory-mapped), the metadata of a sharded one.
 """
 
+import logging
 import zipfile
 from pathlib import Path
 
@@ -12,9 +13,27 @@ from torch import nn
 from torch.distributed.checkpoint import FileSystemReader
 
 from scaletrain.consolidate import is_sharded_checkpoint
+from scaletrain.utils.atomic import recover_checkpoint
+
+log = logging.getLogger("scaletrain")
 
 # Values of ckpt_path that Lightning resolves itself.
-LIGHTNING_KEYWORDS = ("last", "hpc", "best", "registry")
+LIGHTNING_KEYWORDS = ("hpc", "best", "registry")
+LAST = "last.ckpt"
+
+
+def resolve_last(ckpt_path: str | None, checkpoint_dir: Path) -> str | None:
+    """``ckpt_path=last`` as a path: ``last.ckpt`` of this run's checkpoint directory, put
+    back first if a kill cut its replacement short; None (train from the start) where the
+    run has not saved one yet, so that a requeued job can always pass ``ckpt_path=last``."""
+    if ckpt_path != "last":
+        return ckpt_path
+    path = checkpoint_dir / LAST
+    recover_checkpoint(path)
+    if not path.exists():
+        log.info("ckpt_path=last: no %s in %s yet; training from the start", LAST, checkpoint_dir)
+        return None
+    return str(path)
 
 
 def saved_shapes(path: Path) -> dict[str, tuple[int, ...]] | str:
