@@ -2,8 +2,10 @@
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,15 +40,93 @@ def compose_train(*overrides: str):
         return compose("train", overrides=["paths.output_dir=/tmp/unused", *overrides])
 
 
+CLI_ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+
+
+def cli_command(module: str, run_dir: Path, *overrides: str) -> list[str]:
+    """The command line of ``python -m scaletrain.<module> overrides...`` into ``run_dir``."""
+    return [
+        sys.executable,
+        "-m",
+        f"scaletrain.{module}",
+        *QUIET,
+        *overrides,
+        f"hydra.run.dir={run_dir}",
+    ]
+
+
 def run_cli(module: str, run_dir: Path, *overrides: str, timeout: float = 300) -> Run:
     """``python -m scaletrain.<module> overrides...`` writing into ``run_dir``."""
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", f"scaletrain.{module}", *QUIET, *overrides]
-    command.append(f"hydra.run.dir={run_dir}")
     result = subprocess.run(
-        command, cwd=run_dir.parent, env=env, capture_output=True, text=True, timeout=timeout
+        cli_command(module, run_dir, *overrides),
+        cwd=run_dir.parent,
+        env=CLI_ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
     return Run(result.returncode, result.stdout + result.stderr, run_dir)
+
+
+@dataclass
+class Job:
+    """A command started by :func:`start_cli`."""
+
+    process: subprocess.Popen
+    run_dir: Path
+    output_file: Path
+
+    @property
+    def output(self) -> str:
+        return self.output_file.read_text()
+
+    def rank_pids(self) -> list[int]:
+        """Rank 0's process id, then those of the ranks Lightning started as its children."""
+        pid = self.process.pid
+        children = Path(f"/proc/{pid}/task/{pid}/children")
+        return [pid, *(int(child) for child in children.read_text().split())]
+
+    def signal_all(self, signum: int) -> None:
+        os.killpg(self.process.pid, signum)
+
+    def wait_until_gone(self, timeout: float) -> None:
+        """Wait until no process of the job is left (rank 0 and its children); on timeout
+        every one of them is killed first."""
+        self.wait(timeout)
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                os.killpg(self.process.pid, 0)
+            except ProcessLookupError:
+                return
+            if time.monotonic() > deadline:
+                self.signal_all(signal.SIGKILL)
+                raise TimeoutError(f"processes of the job still running after {timeout} s")
+            time.sleep(0.1)
+
+    def wait(self, timeout: float) -> int:
+        """The exit status; on timeout every process of the job is killed first."""
+        try:
+            return self.process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.signal_all(signal.SIGKILL)
+            raise
+
+
+def start_cli(module: str, run_dir: Path, *overrides: str) -> Job:
+    """Start :func:`run_cli`'s command without waiting, in a session of its own so that a
+    test can signal every rank at once; its output goes to ``<run_dir>.out``."""
+    output_file = run_dir.with_name(f"{run_dir.name}.out")
+    with open(output_file, "w") as output:
+        process = subprocess.Popen(
+            cli_command(module, run_dir, *overrides),
+            cwd=run_dir.parent,
+            env=CLI_ENV,
+            stdout=output,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    return Job(process, run_dir, output_file)
 
 
 @pytest.fixture

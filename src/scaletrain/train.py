@@ -5,7 +5,6 @@ compose config -> validate -> build data, model, strategy, callbacks, loggers, T
 """
 
 import logging
-import signal
 import sys
 from pathlib import Path
 
@@ -13,17 +12,20 @@ import hydra
 import lightning as L
 from hydra.utils import instantiate
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig
+from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from omegaconf import DictConfig, OmegaConf
 
 from scaletrain.callbacks.non_finite import NonFiniteLoss
+from scaletrain.callbacks.preemption import EXIT_STATUS, Preempted
 from scaletrain.config import CONFIG_DIR
 from scaletrain.consolidate import loadable_checkpoint
 from scaletrain.data.idx import IDXFormatError
 from scaletrain.data.mnist import MNISTFilesMissing
 from scaletrain.models.base import ScaleModule
 from scaletrain.parallel.strategy import SHARDED, build_strategy, world_size
-from scaletrain.utils.checkpoints import checkpoint_problems
-from scaletrain.utils.errors import ConfigError, user_errors
+from scaletrain.utils.atomic import AtomicCheckpointIO
+from scaletrain.utils.checkpoints import checkpoint_problems, resolve_last
+from scaletrain.utils.errors import ConfigError, lost_rank, user_errors
 from scaletrain.utils.instantiate import instantiate_group
 from scaletrain.utils.launch import isolated_job, job_overrides, launch_ranks_as_job
 from scaletrain.utils.run import collect_metrics, log_hparams, write_metrics_json
@@ -44,6 +46,7 @@ def build_trainer(cfg: DictConfig, model: ScaleModule) -> L.Trainer:
         strategy=strategy,
         callbacks=instantiate_group(cfg.get("callbacks")),
         logger=instantiate_group(cfg.get("logger")) or False,
+        plugins=[AtomicCheckpointIO()],
     )
 
 
@@ -57,7 +60,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
-    problems = checkpoint_problems(cfg.ckpt_path, model)
+    checkpoint_dir = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath")
+    ckpt = resolve_last(cfg.ckpt_path, Path(checkpoint_dir or run_dir / "checkpoints"))
+    problems = checkpoint_problems(ckpt, model)
     if problems:
         raise ConfigError(problems)
     trainer = build_trainer(cfg, model)
@@ -65,7 +70,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         log.info("run directory: %s", run_dir)
     log.info("rank %d: overrides %s", trainer.global_rank, " ".join(job_overrides()))
 
-    ckpt_path = loadable_checkpoint(cfg.ckpt_path, cfg.strategy.name in SHARDED, run_dir)
+    ckpt_path = loadable_checkpoint(ckpt, cfg.strategy.name in SHARDED, run_dir)
     fit_metrics = {}
     if cfg.train:
         # weights_only: a checkpoint holds tensors and plain containers, never code to run
@@ -98,9 +103,25 @@ def main(cfg: DictConfig) -> float | None:
     try:
         with user_errors(*USER_ERRORS), isolated_job():
             metrics = train(cfg)
-    except SIGTERMException:
-        log.info("resume with: ckpt_path=last hydra.run.dir=%s", cfg.paths.output_dir)
-        sys.exit(128 + signal.SIGTERM)  # the conventional status of a job ended by SIGTERM
+    except Preempted as preempted:
+        if rank_zero_only.rank == 0:
+            log.info("resume with: ckpt_path=last hydra.run.dir=%s", cfg.paths.output_dir)
+        sys.exit(preempted.exit_status)
+    except SIGTERMException:  # Lightning's own handling, where the callback is left out
+        sys.exit(EXIT_STATUS)
+    except RuntimeError as error:
+        if not lost_rank(error):
+            raise
+        reason = str(error).strip().splitlines()[0]
+        log.error(
+            "error: lost contact with another rank of this job (killed, crashed or cut off): %s",
+            reason,
+        )
+        log.info(
+            "checkpoints saved so far are intact; resume with: ckpt_path=last hydra.run.dir=%s",
+            cfg.paths.output_dir,
+        )
+        sys.exit(1)
     return metrics.get(cfg.get("optimized_metric"))
 
 

@@ -1,11 +1,18 @@
-"""Preemption of a single-process run: SIGTERM (a scheduler's notice) or SIGINT (Ctrl+C)
-saves last.ckpt at the next step boundary and ends the run with status 143;
+"""Preemption: SIGTERM (a scheduler's notice) or SIGINT (Ctrl+C) stops the run after the
+current training step on every rank, saves last.ckpt and ends the run with status 143;
 ``ckpt_path=last`` with the same ``hydra.run.dir`` continues from there.
 
-Lightning turns SIGTERM into an exception at a step boundary; SIGINT is given the same
-treatment here. Multi-process runs are left to Lightning's own SIGTERM handling, which
-broadcasts from inside signal handlers: adding a checkpoint's collectives after it can
-pair them with the wrong partner and hang, so nothing is saved there.
+The signal handler only records the signal. After each step the ranks agree, through
+one boolean all-reduce, whether any of them was signalled, so they all stop at the same
+step and reach the checkpoint's collectives together, whichever rank the signal reached.
+(Lightning's own SIGTERM handler runs a collective inside the handler, which pairs with
+the wrong partner on the other ranks; it is replaced for the duration of training.)
+A second Ctrl+C stops at once, without saving.
+
+Exit status: 143, the conventional status of a job ended by SIGTERM, except for the
+ranks that Lightning started as child processes of rank 0: those exit with 0, because
+Lightning kills the whole job at once (rank 0 included, mid-shutdown) when a child exits
+with any other status; rank 0 then reports the job's 143.
 """
 
 import logging
@@ -13,38 +20,76 @@ import signal
 from pathlib import Path
 
 import lightning as L
-from lightning.pytorch.callbacks import Callback
+from lightning.fabric.plugins.environments import LightningEnvironment
+from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 log = logging.getLogger("scaletrain")
 
+SIGNALS = (signal.SIGTERM, signal.SIGINT)
+EXIT_STATUS = 128 + signal.SIGTERM
+
+
+class Preempted(SIGTERMException):
+    """Raised on every rank at the step where the run was told to stop."""
+
+    def __init__(self, step: int, exit_status: int) -> None:
+        super().__init__(exit_status)
+        self.step = step
+        self.exit_status = exit_status
+
+
+def started_by_rank_zero(trainer: L.Trainer) -> bool:
+    """Whether this process is a rank that Lightning's launcher started as a child of
+    rank 0 (not one started by torchrun, SLURM or another launcher)."""
+    environment = getattr(trainer.strategy, "cluster_environment", None)
+    return (
+        isinstance(environment, LightningEnvironment)
+        and environment.creates_processes_externally
+        and trainer.local_rank > 0
+    )
+
 
 class CheckpointOnPreemption(Callback):
     def __init__(self) -> None:
-        self.previous_sigint = None
+        self.received: int | None = None
+        self.previous_handlers: dict[int, object] = {}
+
+    def record(self, signum: int, frame) -> None:
+        if self.received is not None and signum == signal.SIGINT:
+            raise KeyboardInterrupt  # pressed again: stop now
+        self.received = signum
+
+    def install(self) -> None:
+        # after Lightning has set its handlers (it does so once the run is set up)
+        if self.previous_handlers:
+            return
+        for signum in SIGNALS:
+            self.previous_handlers[signum] = signal.getsignal(signum)
+            signal.signal(signum, self.record)
+
+    def on_sanity_check_start(self, trainer: L.Trainer, pl_module) -> None:
+        self.install()
 
     def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
-        if trainer.world_size > 1:
+        self.install()
+
+    def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
+        if not trainer.strategy.reduce_boolean_decision(self.received is not None, all=False):
             return
-        self.previous_sigint = signal.getsignal(signal.SIGINT)
-        signal.signal(signal.SIGINT, signal.getsignal(signal.SIGTERM))
+        step = trainer.global_step
+        checkpoint = trainer.checkpoint_callback
+        if isinstance(checkpoint, ModelCheckpoint) and checkpoint.dirpath:
+            # saved here, where ModelCheckpoint saves mid-epoch, so the resume continues
+            # with the next batch of the epoch
+            path = Path(checkpoint.dirpath) / f"{checkpoint.CHECKPOINT_NAME_LAST}.ckpt"
+            trainer.save_checkpoint(path)
+            log.info("stopped by a signal at step %d: saved %s", step, path)
+        elif trainer.is_global_zero:
+            log.warning("stopped by a signal at step %d; no checkpoint callback to save", step)
+        raise Preempted(step, 0 if started_by_rank_zero(trainer) else EXIT_STATUS)
 
     def teardown(self, trainer: L.Trainer, pl_module, stage: str) -> None:
-        if self.previous_sigint is not None:
-            signal.signal(signal.SIGINT, self.previous_sigint)
-            self.previous_sigint = None
-
-    def on_exception(self, trainer: L.Trainer, pl_module, exception: BaseException) -> None:
-        checkpoint = trainer.checkpoint_callback
-        if not isinstance(exception, SIGTERMException) or checkpoint is None:
-            return
-        if trainer.world_size > 1:
-            log.warning("stopped by a signal at step %d; nothing saved", trainer.global_step)
-            return
-        path = (
-            Path(checkpoint.dirpath)
-            / f"{checkpoint.CHECKPOINT_NAME_LAST}{checkpoint.FILE_EXTENSION}"
-        )
-        trainer.save_checkpoint(path)
-        if trainer.is_global_zero:
-            log.info("stopped by a signal at step %d: saved %s", trainer.global_step, path)
+        for signum, handler in self.previous_handlers.items():
+            signal.signal(signum, handler)
+        self.previous_handlers = {}

@@ -5,6 +5,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import torch.distributed as dist
 from hydra.errors import InstantiationException
 
 log = logging.getLogger("scaletrain")
@@ -48,3 +49,14 @@ def user_errors(*kinds: type[BaseException]) -> Iterator[None]:
             else:
                 print(f"error: {problem}", file=sys.stderr, flush=True)
         sys.exit(2)
+
+
+# How gloo and NCCL report a peer process that is gone.
+LOST_PEER_MESSAGES = ("Connection reset by peer", "Connection closed by peer", "remote process")
+
+
+def lost_rank(error: BaseException) -> bool:
+    """Whether ``error`` says that another rank of the job has gone away."""
+    return isinstance(error, dist.DistBackendError) or (
+        isinstance(error, RuntimeError) and any(m in str(error) for m in LOST_PEER_MESSAGES)
+    )

@@ -1,0 +1,75 @@
+"""A run killed with SIGKILL at an arbitrary step (every rank at once, as a lost node or
+an out-of-memory killer would), restarted with the same run directory and
+``ckpt_path=last``, ends with weights bit-identical to an uninterrupted run's."""
+
+import random
+import signal
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from scaletrain.consolidate import consolidate, is_sharded_checkpoint
+from tests.conftest import run_cli, start_cli
+
+MAX_STEPS = 100  # 2.6 epochs of 39 steps: kills land mid-epoch and across epoch ends
+SAVE_EVERY_STEP = [
+    "test=false",
+    f"trainer.max_steps={MAX_STEPS}",
+    "trainer.max_epochs=-1",
+    # a save at every step, so that the kill often lands inside one
+    "+callbacks.model_checkpoint.every_n_train_steps=1",
+    "callbacks.model_checkpoint.monitor=null",
+    "callbacks.model_checkpoint.save_top_k=0",
+]
+LAYOUTS = {
+    "single": [],
+    "ddp": ["strategy=ddp", "trainer.devices=2"],
+    "fsdp": ["strategy=fsdp", "trainer.devices=2"],
+}
+
+
+def saved_step(path: Path) -> int | None:
+    """The step of the checkpoint at ``path``; None while there is none (or it is being
+    swapped in)."""
+    try:
+        meta = path / "meta.pt" if path.is_dir() else path
+        return torch.load(meta, weights_only=True)["global_step"]
+    except (FileNotFoundError, NotADirectoryError, RuntimeError, EOFError):
+        return None
+
+
+def final_weights(path: Path, scratch: Path) -> dict[str, torch.Tensor]:
+    if is_sharded_checkpoint(path):
+        path = consolidate(path, scratch / f"{path.parent.parent.name}.ckpt")
+    return torch.load(path, weights_only=True)["state_dict"]
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_sigkill_then_resume_gives_bit_identical_weights(tmp_path, layout):
+    common = [f"paths.root_dir={tmp_path}", *SAVE_EVERY_STEP, *LAYOUTS[layout]]
+    straight = run_cli("train", tmp_path / "straight", *common)
+    assert straight.returncode == 0, straight.output
+
+    kill_after = random.randint(2, 40)
+    job = start_cli("train", tmp_path / "killed", *common)
+    last = job.run_dir / "checkpoints" / "last.ckpt"
+    deadline = time.monotonic() + 120
+    while (saved_step(last) or 0) < kill_after:
+        assert job.process.poll() is None, job.output
+        assert time.monotonic() < deadline, "no checkpoint saved"
+        time.sleep(0.01)
+    job.signal_all(signal.SIGKILL)
+    assert job.wait(timeout=30) == -signal.SIGKILL
+
+    resumed = run_cli("train", job.run_dir, *common, "ckpt_path=last")
+    assert resumed.returncode == 0, resumed.output
+    assert "Restoring states from the checkpoint path" in resumed.output
+    assert resumed.metrics["global_step"] == MAX_STEPS
+
+    expected = final_weights(straight.run_dir / "checkpoints" / "last.ckpt", tmp_path)
+    weights = final_weights(last, tmp_path)
+    assert weights.keys() == expected.keys()
+    for name, tensor in expected.items():
+        assert torch.equal(weights[name], tensor), f"{name}, killed after step {kill_after}"
