@@ -13,12 +13,26 @@ def assert_short_error(run, *expected: str) -> None:
 
 def test_unknown_group_option_lists_the_valid_ones(train_cli):
     run = train_cli("data=imagenet")
-    assert_short_error(run, "data/imagenet", "digits", "mnist", "synthetic")
+    assert_short_error(run, "error: data=imagenet: no such option; valid: digits, mnist, synthetic")
 
 
-def test_misspelled_key_is_named(train_cli):
+def test_misspelled_key_is_named_with_the_closest_one(train_cli):
     run = train_cli("model.optimzer.lr=0.1")
-    assert_short_error(run, "model.optimzer.lr", "not in struct")
+    assert_short_error(
+        run, "error: model.optimzer.lr: unknown setting; did you mean model.optimizer.lr?"
+    )
+
+
+def test_every_bad_override_is_reported_at_once_one_line_each(train_cli):
+    run = train_cli("data=imagenet", "trainer.max_step=3", "strategy=fsdp", "strategy.sharding=2")
+    assert run.returncode == 2
+    assert run.output.strip().splitlines() == [
+        "error: data=imagenet: no such option; valid: digits, mnist, synthetic, text",
+        "error: trainer.max_step: unknown setting; did you mean trainer.max_steps?",
+        "error: strategy.sharding: unknown setting; valid under strategy: cpu_offload, "
+        "distributed_checkpoint, mixed_precision, name, reshard_after_forward, "
+        "tensor_parallel_size",
+    ]
 
 
 def test_missing_required_value_is_named(eval_cli):

@@ -7,6 +7,7 @@ still apply.
 """
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
@@ -21,6 +22,7 @@ from scaletrain.train import USER_ERRORS, build_trainer
 from scaletrain.utils.checkpoints import checkpoint_problems
 from scaletrain.utils.errors import ConfigError, user_errors
 from scaletrain.utils.launch import isolated_job, job_overrides, launch_ranks_as_job
+from scaletrain.utils.overrides import exit_on_unknown_overrides
 from scaletrain.utils.run import collect_metrics, write_json
 from scaletrain.utils.validate import validate
 
@@ -91,5 +93,12 @@ def main(cfg: DictConfig) -> None:
         evaluate(cfg)
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """Command-line entry point: every unknown option or key is reported before Hydra
+    starts (Hydra itself stops at the first)."""
+    exit_on_unknown_overrides(CONFIG_DIR, "eval", sys.argv[1:])
     main()
+
+
+if __name__ == "__main__":
+    run()

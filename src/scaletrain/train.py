@@ -28,6 +28,7 @@ from scaletrain.utils.checkpoints import checkpoint_problems, resolve_last
 from scaletrain.utils.errors import ConfigError, lost_rank, user_errors
 from scaletrain.utils.instantiate import instantiate_group
 from scaletrain.utils.launch import isolated_job, job_overrides, launch_ranks_as_job
+from scaletrain.utils.overrides import exit_on_unknown_overrides
 from scaletrain.utils.run import collect_metrics, log_hparams, write_metrics_json
 from scaletrain.utils.validate import validate
 
@@ -125,5 +126,12 @@ def main(cfg: DictConfig) -> float | None:
     return metrics.get(cfg.get("optimized_metric"))
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """Command-line entry point: every unknown option or key is reported before Hydra
+    starts (Hydra itself stops at the first)."""
+    exit_on_unknown_overrides(CONFIG_DIR, "train", sys.argv[1:])
     main()
+
+
+if __name__ == "__main__":
+    run()

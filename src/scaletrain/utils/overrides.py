@@ -1,0 +1,114 @@
+"""Command-line overrides checked before Hydra runs anything: every unknown group option
+and every unknown or mistyped key is reported at once, one line each, with the valid
+options or the closest known key.
+
+Hydra stops at the first bad override with a message of several lines; this check reads
+the same overrides with Hydra's own parser and composes the config with the group
+choices alone, so a key is judged against the config the run would really have.
+"""
+
+import difflib
+import sys
+from pathlib import Path
+
+from hydra import compose, initialize_config_dir
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import Override
+from hydra.errors import HydraException
+from omegaconf import DictConfig, ListConfig
+
+# Hydra's own flags; with any but these, the overrides are left to Hydra alone.
+PLAIN_FLAGS = ("-m", "--multirun")
+
+
+def group_options(config_dir: Path, group: str) -> list[str]:
+    return sorted(path.stem for path in (config_dir / group).glob("*.yaml"))
+
+
+def chosen_options(override: Override) -> list[str]:
+    """The options a group override names: one, a list (``callbacks=[a,b]``) or a sweep."""
+    if override.is_sweep_override():
+        return list(override.sweep_string_iterator())
+    value = override.value()
+    values = value if isinstance(value, list) else [value]
+    return ["null" if v is None else str(v) for v in values]
+
+
+def option_problems(override: Override, config_dir: Path) -> list[str]:
+    """Options of a config group that do not exist."""
+    group = override.key_or_group
+    valid = group_options(config_dir, group)
+    return [
+        f"{group}={option}: no such option; valid: {', '.join(valid)}"
+        for option in chosen_options(override)
+        if option not in valid
+    ]
+
+
+def known_key(cfg: DictConfig, key: str, groups: list[str]) -> str | None:
+    """None if ``key`` is in ``cfg``; otherwise what is wrong with it and what is valid."""
+    node, parts = cfg, key.split(".")
+    for depth, part in enumerate(parts):
+        if isinstance(node, ListConfig) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+            continue
+        if isinstance(node, DictConfig) and part in node.keys():  # noqa: SIM118 (`in node` skips ??? values)
+            node = node._get_node(part)
+            continue
+        parent = ".".join(parts[:depth])
+        if isinstance(node, ListConfig):
+            return f"{key}: {parent} is a list of {len(node)}; valid indices: 0 to {len(node) - 1}"
+        if not isinstance(node, DictConfig) or node._is_none():
+            return f"{key}: {parent} is a single value, not settings; set {parent}=... instead"
+        siblings = sorted({str(k) for k in node} | set(groups if depth == 0 else []))
+        (match, *_) = difflib.get_close_matches(part, siblings, n=1, cutoff=0.6) or [None]
+        if match is not None:
+            guess = ".".join([*parts[:depth], match, *parts[depth + 1 :]])
+            return f"{key}: unknown setting; did you mean {guess}?"
+        where = f"under {parent}" if parent else "at the top level"
+        return f"{key}: unknown setting; valid {where}: {', '.join(siblings)}"
+    return None
+
+
+def override_problems(config_dir: Path, config_name: str, args: list[str]) -> list[str]:
+    """Every unknown group option and unknown key among the command-line ``args``."""
+    if any(arg.startswith("-") and arg not in PLAIN_FLAGS for arg in args):
+        return []
+    try:
+        overrides = OverridesParser.create().parse_overrides([a for a in args if "=" in a])
+    except HydraException:
+        return []  # bad syntax: Hydra's own message points at the character
+    groups = sorted(path.name for path in config_dir.iterdir() if path.is_dir())
+    problems, group_overrides, keys = [], [], []
+    for override, text in zip(overrides, [a for a in args if "=" in a], strict=True):
+        name = override.key_or_group
+        if name.startswith("hydra") or override.is_add() or override.is_delete():
+            continue  # Hydra's settings, and explicit additions and deletions
+        if name in groups:
+            group_problems = option_problems(override, config_dir)
+            problems += group_problems
+            if not group_problems:  # composed with the first option of a sweep
+                group_overrides.append(
+                    f"{name}={chosen_options(override)[0]}"
+                    if override.is_sweep_override()
+                    else text
+                )
+        elif not override.is_force_add():
+            keys.append(name)
+    if not keys:
+        return problems
+    with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+        cfg = compose(config_name, overrides=group_overrides)
+    return problems + [p for key in keys if (p := known_key(cfg, key, groups))]
+
+
+def exit_on_unknown_overrides(config_dir: str, config_name: str, args: list[str]) -> None:
+    """Print every problem of :func:`override_problems` and exit with status 2."""
+    try:
+        problems = override_problems(Path(config_dir), config_name, args)
+    except (HydraException, ValueError):
+        return  # overrides Hydra cannot compose: it reports them itself
+    for problem in problems:
+        print(f"error: {problem}", file=sys.stderr)
+    if problems:
+        sys.exit(2)
