@@ -103,9 +103,12 @@ def test_seed_mnist_experiment_trains_on_idx_files(train_cli, tmp_path):
     assert run.metrics["metrics"]["test/acc"] > 0.9  # the stripe gives the label away
 
 
-def test_seed_mnist_without_files_is_a_one_line_error(train_cli):
-    run = train_cli("experiment=seed_mnist", "data.download=false")
+def test_seed_mnist_without_files_is_a_preflight_error(train_cli):
+    """Reported before any process starts, together with the other problems."""
+    run = train_cli("experiment=seed_mnist", "data.download=false", "data.batch_size=0")
     assert run.returncode == 2
-    assert "Traceback" not in run.output
+    assert "Traceback" not in run.output and "GPU available" not in run.output
     errors = [line for line in run.output.splitlines() if "error:" in line]
-    assert len(errors) == 1 and "train-images-idx3-ubyte[.gz]" in errors[0]
+    assert len(errors) == 2, run.output
+    assert "data.batch_size=0: must be a positive integer" in errors[0]
+    assert "data.data_dir=" in errors[1] and "train-images-idx3-ubyte[.gz]" in errors[1]

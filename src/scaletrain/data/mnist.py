@@ -7,6 +7,7 @@ import urllib.request
 from pathlib import Path
 
 import torch
+from omegaconf import DictConfig
 
 from scaletrain.data.base import ShardedDataModule
 from scaletrain.data.datasets import BatchIndexedTensors
@@ -45,6 +46,10 @@ def find_file(data_dir: Path, stem: str) -> Path | None:
         if (data_dir / name).is_file():
             return data_dir / name
     return None
+
+
+def missing_stems(data_dir: Path) -> list[str]:
+    return [stem for stem in FILES.values() if find_file(data_dir, stem) is None]
 
 
 def download(data_dir: Path, stems: list[str], timeout: float) -> None:
@@ -98,9 +103,18 @@ class MNISTDataModule(ShardedDataModule):
         self.download = download
         self.download_timeout = download_timeout
 
+    @staticmethod
+    def preflight_problems(data_cfg: DictConfig) -> list[str]:
+        """The files a run that may not download lacks, checked before it starts."""
+        data_dir = Path(data_cfg.data_dir)
+        missing = missing_stems(data_dir)
+        if data_cfg.download or not missing:
+            return []
+        return [str(MNISTFilesMissing(data_dir, missing, "data.download=false"))]
+
     def prepare_data(self) -> None:
         """Download missing files once per node (Lightning calls this on local rank 0)."""
-        missing = [stem for stem in FILES.values() if find_file(self.data_dir, stem) is None]
+        missing = missing_stems(self.data_dir)
         if not missing:
             return
         if not self.download:

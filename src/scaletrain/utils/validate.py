@@ -2,6 +2,7 @@
 starts any worker process. Every problem is reported at once, one line each."""
 
 import torch
+from hydra.utils import get_class
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
@@ -132,6 +133,18 @@ def check_parallel_sizes(cfg: DictConfig) -> list[str]:
     return problems
 
 
+def check_data_files(cfg: DictConfig) -> list[str]:
+    """Files the data module needs and will not fetch: a data module that reads files
+    says which through its ``preflight_problems(data_cfg)``."""
+    target = cfg.data.get("_target_")
+    try:
+        data_class = get_class(target)
+    except Exception:  # Hydra raises several kinds for a bad import path
+        return [f"data._target_={target}: no such class"]
+    check = getattr(data_class, "preflight_problems", None)
+    return check(cfg.data) if check else []
+
+
 def check_references(cfg: DictConfig) -> list[str]:
     """Required values are set and every ``${...}`` reference resolves."""
     try:
@@ -152,4 +165,6 @@ def validate(cfg: DictConfig) -> list[str]:
     unresolved = check_references(cfg)
     if unresolved:
         return unresolved  # later checks would trip over the missing values
-    return check_values(cfg) + check_precision(cfg) + check_parallel_sizes(cfg)
+    return (
+        check_values(cfg) + check_precision(cfg) + check_parallel_sizes(cfg) + check_data_files(cfg)
+    )
