@@ -107,6 +107,10 @@ def test_unknown_strategy_lists_the_valid_ones(train_cli):
             "data.context_length=128: longer than the model's model.net.context_length=64; "
             "valid: 1 to 64",
         ),
+        (
+            [*GPT, "data.paths=[/no/such/corpus.txt]"],
+            "data.paths: no such file(s): /no/such/corpus.txt",
+        ),
         pytest.param(
             ["trainer=gpu"],
             "trainer.accelerator=gpu: this machine has no GPU; use trainer=cpu",

@@ -21,7 +21,13 @@ from scaletrain.parallel.strategy import SHARDED
 from scaletrain.train import USER_ERRORS, build_trainer
 from scaletrain.utils.checkpoints import checkpoint_problems
 from scaletrain.utils.errors import ConfigError, user_errors
-from scaletrain.utils.launch import isolated_job, job_overrides, launch_ranks_as_job
+from scaletrain.utils.launch import (
+    exit_with_launcher,
+    isolated_job,
+    job_overrides,
+    launch_ranks_as_job,
+    wait_for_started_ranks,
+)
 from scaletrain.utils.overrides import exit_on_unknown_overrides
 from scaletrain.utils.run import collect_metrics, write_json
 from scaletrain.utils.validate import validate
@@ -82,6 +88,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
             run_dir / "metrics.json", {"metrics": metrics, "checkpoint": str(ckpt_path.resolve())}
         )
         log.info("run directory: %s", run_dir)
+    wait_for_started_ranks(trainer)
     return metrics
 
 
@@ -89,7 +96,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
     launch_ranks_as_job("scaletrain.eval")
-    with user_errors(*USER_ERRORS), isolated_job():
+    with user_errors(*USER_ERRORS), isolated_job(), exit_with_launcher():
         evaluate(cfg)
 
 

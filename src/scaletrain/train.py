@@ -27,7 +27,13 @@ from scaletrain.utils.atomic import AtomicCheckpointIO
 from scaletrain.utils.checkpoints import checkpoint_problems, resolve_last
 from scaletrain.utils.errors import ConfigError, lost_rank, user_errors
 from scaletrain.utils.instantiate import instantiate_group
-from scaletrain.utils.launch import isolated_job, job_overrides, launch_ranks_as_job
+from scaletrain.utils.launch import (
+    exit_with_launcher,
+    isolated_job,
+    job_overrides,
+    launch_ranks_as_job,
+    wait_for_started_ranks,
+)
 from scaletrain.utils.overrides import exit_on_unknown_overrides
 from scaletrain.utils.run import collect_metrics, log_hparams, write_metrics_json
 from scaletrain.utils.validate import validate
@@ -94,6 +100,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
         write_metrics_json(run_dir, trainer, metrics)
         log_hparams(trainer, cfg, metrics)
         log.info("run directory: %s", run_dir)
+    wait_for_started_ranks(trainer)
     return metrics
 
 
@@ -102,7 +109,7 @@ def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns ``cfg.optimized_metric`` for sweepers."""
     launch_ranks_as_job("scaletrain.train")
     try:
-        with user_errors(*USER_ERRORS), isolated_job():
+        with user_errors(*USER_ERRORS), isolated_job(), exit_with_launcher():
             metrics = train(cfg)
     except Preempted as preempted:
         if rank_zero_only.rank == 0:

@@ -90,6 +90,8 @@ class CheckpointOnPreemption(Callback):
         raise Preempted(step, 0 if started_by_rank_zero(trainer) else EXIT_STATUS)
 
     def teardown(self, trainer: L.Trainer, pl_module, stage: str) -> None:
+        # Lightning may have put back the handlers from before the run already
         for signum, handler in self.previous_handlers.items():
-            signal.signal(signum, handler)
+            if signal.getsignal(signum) == self.record:
+                signal.signal(signum, handler)
         self.previous_handlers = {}

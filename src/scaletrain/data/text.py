@@ -8,6 +8,7 @@ import sysconfig
 from pathlib import Path
 
 import torch
+from omegaconf import DictConfig
 
 from scaletrain.data.base import ShardedDataModule
 from scaletrain.data.datasets import BatchIndexedTensors
@@ -22,13 +23,18 @@ def stdlib_sources() -> list[Path]:
     return sorted(Path(sysconfig.get_paths()["stdlib"]).glob("*.py"))
 
 
+def missing_files(paths: list[Path]) -> list[str]:
+    missing = [str(path) for path in paths if not path.is_file()]
+    return [f"data.paths: no such file(s): {', '.join(missing)}"] if missing else []
+
+
 def read_corpus(paths: list[Path], max_bytes: int | None) -> torch.Tensor:
     """The files' bytes concatenated (each followed by a NUL separator) as uint8 tokens."""
     if max_bytes is not None and max_bytes < 1:
         raise ConfigError(f"data.max_bytes={max_bytes}: must be positive, or null for all")
-    missing = [str(path) for path in paths if not path.is_file()]
-    if missing:
-        raise ConfigError(f"data.paths: no such file(s): {', '.join(missing)}")
+    problems = missing_files(paths)
+    if problems:
+        raise ConfigError(problems)
     chunks, total = [], 0
     for path in paths:
         chunks.append(path.read_bytes() + b"\0")
@@ -70,6 +76,11 @@ class TextDataModule(ShardedDataModule):
         self.max_bytes = max_bytes
         self.fractions = {"val": val_fraction, "test": test_fraction}
         self.split_seed = split_seed
+
+    @staticmethod
+    def preflight_problems(data_cfg: DictConfig) -> list[str]:
+        """The corpus files that do not exist, checked before the run starts."""
+        return missing_files([Path(p) for p in data_cfg.paths or []])
 
     def load_splits(self) -> dict[str, BatchIndexedTensors]:
         tokens = read_corpus(self.paths, self.max_bytes)

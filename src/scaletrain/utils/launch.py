@@ -10,16 +10,22 @@ Hydra's basic launcher also runs the jobs of a sweep one after another in one pr
 so each job must leave no process group or launcher environment behind for the next.
 """
 
+import logging
 import os
+import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import lightning as L
 import lightning.pytorch.strategies.launchers.subprocess_script as subprocess_script
 import torch
 import torch.distributed as dist
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_original_cwd
+
+log = logging.getLogger("scaletrain")
 
 # What Lightning's launcher puts in os.environ for the ranks it starts (and the thread
 # count it lowers for them).
@@ -31,6 +37,14 @@ LAUNCHER_ENV = (
     "WORLD_SIZE",
     "OMP_NUM_THREADS",
 )
+
+
+# Set by Lightning's rank 0 for the ranks it starts: its process id.
+LAUNCHER_PID = "SCALETRAIN_LAUNCHER_PID"
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", 0))
 
 
 def job_overrides() -> list[str]:
@@ -63,6 +77,8 @@ def job_rank_command(module: str, local_rank: int) -> tuple[list[str], str]:
 
 def launch_ranks_as_job(module: str) -> None:
     """Have Lightning start extra ranks with :func:`job_rank_command` for ``module``."""
+    if local_rank() == 0:  # the ranks started from here know whom to watch
+        os.environ[LAUNCHER_PID] = str(os.getpid())
     subprocess_script._hydra_subprocess_cmd = lambda local_rank: job_rank_command(
         module, local_rank
     )
@@ -86,3 +102,44 @@ def isolated_job() -> Iterator[None]:
                 os.environ[key] = inherited[key]
             else:
                 os.environ.pop(key, None)
+
+
+def wait_for_started_ranks(trainer: L.Trainer, timeout: float = 60.0) -> None:
+    """On the rank that started the others (Lightning's rank 0 of a node): wait until they
+    have exited, so that the next job of a sweep never starts while the last one's ranks
+    are still shutting down, and report a rank that exited with an error."""
+    for process in getattr(trainer.strategy.launcher, "procs", []):
+        try:
+            status = process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.warning("rank process %d still running %.0f s after the job", process.pid, timeout)
+            continue
+        if status:
+            log.error("rank process %d exited with status %d", process.pid, status)
+
+
+@contextmanager
+def exit_with_launcher(poll_seconds: float = 1.0) -> Iterator[None]:
+    """In a rank started by another process (Lightning's rank 0, torchrun's agent): exit
+    as soon as that process is gone, rather than wait for it forever in a rendezvous or
+    a collective."""
+    if local_rank() == 0:
+        yield
+        return
+    # Lightning's rank 0 says who it is (this process may start after it is gone already);
+    # otherwise the launcher is the parent
+    launcher = int(os.environ.get(LAUNCHER_PID, os.getppid()))
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.wait(poll_seconds):
+            if os.getppid() != launcher:
+                log.error("error: the process that started this rank (%d) is gone", launcher)
+                logging.shutdown()
+                os._exit(1)
+
+    threading.Thread(target=watch, name="launcher-watch", daemon=True).start()
+    try:
+        yield
+    finally:
+        done.set()
