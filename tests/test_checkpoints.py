@@ -2,6 +2,7 @@
 and on 1 rank exactly where an uninterrupted run goes, eval reads it, and the sharded
 form consolidates into one file that loads without any distributed setup."""
 
+import shutil
 import subprocess
 import sys
 
@@ -76,6 +77,22 @@ def test_resume_continues_like_an_uninterrupted_run(runs, request, writer, resum
     resumed_losses, reference = losses_by_step(resumed), losses_by_step(straight)
     assert len(resumed_losses) == STEPS_PER_EPOCH  # only the third epoch's steps
     for step, loss in resumed_losses.items():
+        assert abs(loss - reference[step]) <= TOLERANCE, f"step {step}"
+
+
+def test_a_single_process_resumes_in_the_directory_of_an_fsdp_run(runs, tmp_path):
+    """ckpt_path=last there reads the sharded last.ckpt, and the file it saves next takes
+    the directory's place."""
+    root, written, straight = runs
+    run_dir = tmp_path / "run"
+    shutil.copytree(written["fsdp"].run_dir, run_dir)
+    resumed = train_run(tmp_path, "run", "trainer.max_epochs=3", "test=false", "ckpt_path=last")
+    assert resumed.metrics["global_step"] == 3 * STEPS_PER_EPOCH
+    last = run_dir / "checkpoints" / "last.ckpt"
+    assert last.is_file()
+    assert torch.load(last, weights_only=True)["global_step"] == 3 * STEPS_PER_EPOCH
+    reference = losses_by_step(straight)
+    for step, loss in losses_by_step(resumed).items():
         assert abs(loss - reference[step]) <= TOLERANCE, f"step {step}"
 
 

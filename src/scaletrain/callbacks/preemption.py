@@ -1,13 +1,12 @@
-"""Preemption: SIGTERM (a scheduler's notice) or SIGINT (Ctrl+C) stops the run after the
-current training step on every rank, saves last.ckpt and ends the run with status 143;
-``ckpt_path=last`` with the same ``hydra.run.dir`` continues from there.
+"""Preemption: SIGTERM (a scheduler's notice) or SIGINT (Ctrl+C) stops every rank after
+the same training step (the next or the one after), saves last.ckpt there and ends the
+run with status 143; ``ckpt_path=last`` with the same ``hydra.run.dir`` continues.
 
 The signal handler only records the signal. After each step the ranks agree, through
 an all-reduce of that record, whether any of them was signalled, so they all stop at the
 same step and reach the checkpoint's collectives together, whichever rank the signal
-reached.
-(Lightning's own SIGTERM handler runs a collective inside the handler, which pairs with
-the wrong partner on the other ranks; it is replaced for the duration of training.)
+reached. (Lightning's own SIGTERM handler runs a collective inside the handler, which
+pairs with the wrong partner on the other ranks; it is replaced during training.)
 A second Ctrl+C stops at once, without saving.
 
 Exit status: 143, the conventional status of a job ended by SIGTERM, except for the
