@@ -22,6 +22,8 @@ def problems(*args: str, config: str = "train") -> list[str]:
         ["experiment=seed_mnist", "model.net.hidden_dims.0=32", "model.scheduler=null"],
         ["+extra=1", "++tags=[a]", "~logger", "hydra.job.chdir=true", "hydra/launcher=slurm"],
         ["--cfg", "job", "made.up=1"],  # Hydra's own flags: left to Hydra
+        ["++trainer.extra=1", "trainer.extra=2", "+more={a:1}", "more.a=2"],  # added keys
+        ["-m", "hparams_search=digits_optuna", "model.optimizer.lr=interval(1e-4,1e-2)"],
     ],
 )
 def test_valid_overrides_pass(args):
@@ -55,3 +57,9 @@ def test_a_key_of_a_group_that_was_not_chosen_is_unknown():
 def test_each_kind_of_mistake_is_named(arg, expected):
     (problem,) = problems(arg)
     assert problem.startswith(expected), problem
+
+
+def test_options_from_an_extra_config_directory_pass(tmp_path):
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "mine.yaml").write_text("# @package _global_\nmodel:\n  x: 1\n")
+    assert problems(f"hydra.searchpath=[file://{tmp_path}]", "model=mine", "model.x=2") == []

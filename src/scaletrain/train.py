@@ -114,13 +114,14 @@ def main(cfg: DictConfig) -> float | None:
     except Preempted as preempted:
         if rank_zero_only.rank == 0:
             log.info("resume with: ckpt_path=last hydra.run.dir=%s", cfg.paths.output_dir)
-        sys.exit(preempted.exit_status)
+        sys.exit(preempted.code)
     except SIGTERMException:  # Lightning's own handling, where the callback is left out
         sys.exit(EXIT_STATUS)
     except RuntimeError as error:
         if not lost_rank(error):
             raise
-        reason = str(error).strip().splitlines()[0]
+        log.debug("lost contact with another rank", exc_info=error)
+        (reason, *_) = str(error).strip().splitlines()
         log.error(
             "error: lost contact with another rank of this job (killed, crashed or cut off): %s",
             reason,

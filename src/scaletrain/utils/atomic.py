@@ -72,10 +72,14 @@ def write_file_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None
     """Call ``write`` on a scratch file, flush it to disk, then make it ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     scratch = scratch_path(path)
-    with open(scratch, "wb") as file:
-        write(file)
-        file.flush()
-        os.fsync(file.fileno())
+    try:
+        with open(scratch, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())
+    except BaseException:  # a full disk, say: leave no scratch file behind
+        scratch.unlink(missing_ok=True)
+        raise
     replace_path(scratch, path)
 
 

@@ -5,7 +5,6 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-import torch.distributed as dist
 from hydra.errors import InstantiationException
 
 log = logging.getLogger("scaletrain")
@@ -57,6 +56,4 @@ LOST_PEER_MESSAGES = ("Connection reset by peer", "Connection closed by peer", "
 
 def lost_rank(error: BaseException) -> bool:
     """Whether ``error`` says that another rank of the job has gone away."""
-    return isinstance(error, dist.DistBackendError) or (
-        isinstance(error, RuntimeError) and any(m in str(error) for m in LOST_PEER_MESSAGES)
-    )
+    return isinstance(error, RuntimeError) and any(m in str(error) for m in LOST_PEER_MESSAGES)

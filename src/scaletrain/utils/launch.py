@@ -27,8 +27,10 @@ from hydra.utils import get_original_cwd
 
 log = logging.getLogger("scaletrain")
 
+# Set by Lightning's rank 0 for the ranks it starts: its process id.
+LAUNCHER_PID = "SCALETRAIN_LAUNCHER_PID"
 # What Lightning's launcher puts in os.environ for the ranks it starts (and the thread
-# count it lowers for them).
+# count it lowers for them), and the launcher's process id.
 LAUNCHER_ENV = (
     "MASTER_ADDR",
     "MASTER_PORT",
@@ -36,11 +38,8 @@ LAUNCHER_ENV = (
     "LOCAL_RANK",
     "WORLD_SIZE",
     "OMP_NUM_THREADS",
+    LAUNCHER_PID,
 )
-
-
-# Set by Lightning's rank 0 for the ranks it starts: its process id.
-LAUNCHER_PID = "SCALETRAIN_LAUNCHER_PID"
 
 
 def local_rank() -> int:
@@ -77,8 +76,6 @@ def job_rank_command(module: str, local_rank: int) -> tuple[list[str], str]:
 
 def launch_ranks_as_job(module: str) -> None:
     """Have Lightning start extra ranks with :func:`job_rank_command` for ``module``."""
-    if local_rank() == 0:  # the ranks started from here know whom to watch
-        os.environ[LAUNCHER_PID] = str(os.getpid())
     subprocess_script._hydra_subprocess_cmd = lambda local_rank: job_rank_command(
         module, local_rank
     )
@@ -91,6 +88,8 @@ def isolated_job() -> Iterator[None]:
     (on a new port). Variables set before the job (torchrun, SLURM) are kept."""
     inherited = {key: os.environ[key] for key in LAUNCHER_ENV if key in os.environ}
     threads = torch.get_num_threads()
+    if local_rank() == 0:  # the ranks Lightning starts from here know whom to watch
+        os.environ[LAUNCHER_PID] = str(os.getpid())
     try:
         yield
     finally:
@@ -120,15 +119,15 @@ def wait_for_started_ranks(trainer: L.Trainer, timeout: float = 60.0) -> None:
 
 @contextmanager
 def exit_with_launcher(poll_seconds: float = 1.0) -> Iterator[None]:
-    """In a rank started by another process (Lightning's rank 0, torchrun's agent): exit
-    as soon as that process is gone, rather than wait for it forever in a rendezvous or
-    a collective."""
+    """In a rank of non-zero local rank, started by another process (Lightning's rank 0,
+    torchrun's agent): exit as soon as that process is gone, rather than wait for it
+    forever in a rendezvous or a collective."""
     if local_rank() == 0:
         yield
         return
     # Lightning's rank 0 says who it is (this process may start after it is gone already);
     # otherwise the launcher is the parent
-    launcher = int(os.environ.get(LAUNCHER_PID, os.getppid()))
+    launcher = int(os.environ.pop(LAUNCHER_PID, os.getppid()))
     done = threading.Event()
 
     def watch() -> None:

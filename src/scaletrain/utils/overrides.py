@@ -2,9 +2,11 @@
 and every unknown or mistyped key is reported at once, one line each, with the valid
 options or the closest known key.
 
-Hydra stops at the first bad override with a message of several lines; this check reads
-the same overrides with Hydra's own parser and composes the config with the group
-choices alone, so a key is judged against the config the run would really have.
+Hydra stops at the first bad override with a message of several lines. This check first
+composes the config with all the overrides, as Hydra will; only where that fails does it
+read them one by one, with Hydra's own parser, judging each key against the config that
+the valid group choices compose, so a key is judged against the config the run would
+really have. Anything it cannot judge is left to Hydra.
 """
 
 import difflib
@@ -22,7 +24,11 @@ PLAIN_FLAGS = ("-m", "--multirun")
 
 
 def group_options(config_dir: Path, group: str) -> list[str]:
-    return sorted(path.stem for path in (config_dir / group).glob("*.yaml"))
+    """The options of ``group``, nested ones as ``folder/name``."""
+    directory = config_dir / group
+    return sorted(
+        str(path.relative_to(directory).with_suffix("")) for path in directory.rglob("*.yaml")
+    )
 
 
 def chosen_options(override: Override) -> list[str]:
@@ -70,35 +76,64 @@ def known_key(cfg: DictConfig, key: str, groups: list[str]) -> str | None:
     return None
 
 
+def one_run(override: Override, text: str) -> str | None:
+    """``text`` as one run of a sweep sees it: its first option; None where a sweep
+    cannot be enumerated (``interval``, which only a sweeper samples)."""
+    if not override.is_sweep_override():
+        return text
+    try:
+        return f"{override.get_key_element()}={next(iter(override.sweep_string_iterator()))}"
+    except HydraException:
+        return None
+
+
+def composes(config_dir: Path, config_name: str, overrides: list[str]) -> bool:
+    try:
+        with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
+            compose(config_name, overrides=overrides)
+    except Exception:  # Hydra and OmegaConf raise many kinds for a bad override
+        return False
+    return True
+
+
 def override_problems(config_dir: Path, config_name: str, args: list[str]) -> list[str]:
-    """Every unknown group option and unknown key among the command-line ``args``."""
+    """Every unknown group option and unknown key among the command-line ``args``; none
+    where the config composes with them, as Hydra would compose it."""
     if any(arg.startswith("-") and arg not in PLAIN_FLAGS for arg in args):
         return []
+    texts = [arg for arg in args if arg not in PLAIN_FLAGS]
     try:
-        overrides = OverridesParser.create().parse_overrides([a for a in args if "=" in a])
+        overrides = OverridesParser.create().parse_overrides(texts)
     except HydraException:
         return []  # bad syntax: Hydra's own message points at the character
+    runs = [one_run(override, text) for override, text in zip(overrides, texts, strict=True)]
     groups = sorted(path.name for path in config_dir.iterdir() if path.is_dir())
-    problems, group_overrides, keys = [], [], []
-    for override, text in zip(overrides, [a for a in args if "=" in a], strict=True):
-        name = override.key_or_group
-        if name.startswith("hydra") or override.is_add() or override.is_delete():
-            continue  # Hydra's settings, and explicit additions and deletions
-        if name in groups:
-            group_problems = option_problems(override, config_dir)
-            problems += group_problems
-            if not group_problems:  # composed with the first option of a sweep
-                group_overrides.append(
-                    f"{name}={chosen_options(override)[0]}"
-                    if override.is_sweep_override()
-                    else text
-                )
-        elif not override.is_force_add():
-            keys.append(name)
-    if not keys:
+    # options of our groups (every option of a sweep), unless configs come from elsewhere too
+    searchpath = any(o.key_or_group == "hydra.searchpath" for o in overrides)
+    options = {
+        index: [] if searchpath else option_problems(override, config_dir)
+        for index, override in enumerate(overrides)
+        if override.key_or_group in groups and not override.is_delete()
+    }
+    problems = [problem for found in options.values() for problem in found]
+    if composes(config_dir, config_name, [text for text in runs if text]):
         return problems
+
+    # Explain what went wrong, override by override.
+    composable, keys = [], []
+    for index, (override, text) in enumerate(zip(overrides, runs, strict=True)):
+        name = override.key_or_group
+        if name.startswith("hydra") or override.is_delete() or text is None:
+            continue  # Hydra's settings, deletions and sampled sweeps: left to Hydra
+        if override.is_add() or override.is_force_add():
+            composable.append(text)  # added keys exist for the overrides after them
+        elif index in options:
+            if not options[index]:
+                composable.append(text)
+        else:
+            keys.append(name)
     with initialize_config_dir(config_dir=str(config_dir), version_base="1.3"):
-        cfg = compose(config_name, overrides=group_overrides)
+        cfg = compose(config_name, overrides=composable)
     return problems + [p for key in keys if (p := known_key(cfg, key, groups))]
 
 
@@ -106,8 +141,8 @@ def exit_on_unknown_overrides(config_dir: str, config_name: str, args: list[str]
     """Print every problem of :func:`override_problems` and exit with status 2."""
     try:
         problems = override_problems(Path(config_dir), config_name, args)
-    except (HydraException, ValueError):
-        return  # overrides Hydra cannot compose: it reports them itself
+    except Exception:  # overrides that do not compose even without the bad ones
+        return  # Hydra reports them itself
     for problem in problems:
         print(f"error: {problem}", file=sys.stderr)
     if problems:
