@@ -32,6 +32,7 @@ from scaletrain.utils.launch import (
     isolated_job,
     job_overrides,
     launch_ranks_as_job,
+    local_rank,
     wait_for_started_ranks,
 )
 from scaletrain.utils.overrides import exit_on_unknown_overrides
@@ -137,7 +138,8 @@ def main(cfg: DictConfig) -> float | None:
 def run() -> None:
     """Command-line entry point: every unknown option or key is reported before Hydra
     starts (Hydra itself stops at the first)."""
-    exit_on_unknown_overrides(CONFIG_DIR, "train", sys.argv[1:])
+    if local_rank() == 0:  # the other ranks run the same command line
+        exit_on_unknown_overrides(CONFIG_DIR, "train", sys.argv[1:])
     main()
 
 
