@@ -7,7 +7,6 @@ still apply.
 """
 
 import logging
-import sys
 from pathlib import Path
 
 import hydra
@@ -21,15 +20,8 @@ from scaletrain.parallel.strategy import SHARDED
 from scaletrain.train import USER_ERRORS, build_trainer
 from scaletrain.utils.checkpoints import checkpoint_problems
 from scaletrain.utils.errors import ConfigError, user_errors
-from scaletrain.utils.launch import (
-    exit_with_launcher,
-    isolated_job,
-    job_overrides,
-    launch_ranks_as_job,
-    local_rank,
-    wait_for_started_ranks,
-)
-from scaletrain.utils.overrides import exit_on_unknown_overrides
+from scaletrain.utils.launch import job_overrides, rank_job, wait_for_started_ranks
+from scaletrain.utils.overrides import command_line
 from scaletrain.utils.run import collect_metrics, write_json
 from scaletrain.utils.validate import validate
 
@@ -96,18 +88,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
-    launch_ranks_as_job("scaletrain.eval")
-    with user_errors(*USER_ERRORS), isolated_job(), exit_with_launcher():
+    with user_errors(*USER_ERRORS), rank_job("scaletrain.eval"):
         evaluate(cfg)
 
 
-def run() -> None:
-    """Command-line entry point: every unknown option or key is reported before Hydra
-    starts (Hydra itself stops at the first)."""
-    if local_rank() == 0:  # the other ranks run the same command line
-        exit_on_unknown_overrides(CONFIG_DIR, "eval", sys.argv[1:])
-    main()
-
+run = command_line("eval", main)
 
 if __name__ == "__main__":
     run()

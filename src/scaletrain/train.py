@@ -25,17 +25,10 @@ from scaletrain.models.base import ScaleModule
 from scaletrain.parallel.strategy import SHARDED, build_strategy, world_size
 from scaletrain.utils.atomic import AtomicCheckpointIO
 from scaletrain.utils.checkpoints import checkpoint_problems, resolve_last
-from scaletrain.utils.errors import ConfigError, lost_rank, user_errors
+from scaletrain.utils.errors import ConfigError, user_errors
 from scaletrain.utils.instantiate import instantiate_group
-from scaletrain.utils.launch import (
-    exit_with_launcher,
-    isolated_job,
-    job_overrides,
-    launch_ranks_as_job,
-    local_rank,
-    wait_for_started_ranks,
-)
-from scaletrain.utils.overrides import exit_on_unknown_overrides
+from scaletrain.utils.launch import job_overrides, rank_job, wait_for_started_ranks
+from scaletrain.utils.overrides import command_line
 from scaletrain.utils.run import collect_metrics, log_hparams, write_metrics_json
 from scaletrain.utils.validate import validate
 
@@ -108,9 +101,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns ``cfg.optimized_metric`` for sweepers."""
-    launch_ranks_as_job("scaletrain.train")
     try:
-        with user_errors(*USER_ERRORS), isolated_job(), exit_with_launcher():
+        with user_errors(*USER_ERRORS), rank_job("scaletrain.train"):
             metrics = train(cfg)
     except Preempted as preempted:
         if rank_zero_only.rank == 0:
@@ -118,30 +110,10 @@ def main(cfg: DictConfig) -> float | None:
         sys.exit(preempted.code)
     except SIGTERMException:  # Lightning's own handling, where the callback is left out
         sys.exit(EXIT_STATUS)
-    except RuntimeError as error:
-        if not lost_rank(error):
-            raise
-        log.debug("lost contact with another rank", exc_info=error)
-        (reason, *_) = str(error).strip().splitlines()
-        log.error(
-            "error: lost contact with another rank of this job (killed, crashed or cut off): %s",
-            reason,
-        )
-        log.info(
-            "checkpoints saved so far are intact; resume with: ckpt_path=last hydra.run.dir=%s",
-            cfg.paths.output_dir,
-        )
-        sys.exit(1)
     return metrics.get(cfg.get("optimized_metric"))
 
 
-def run() -> None:
-    """Command-line entry point: every unknown option or key is reported before Hydra
-    starts (Hydra itself stops at the first)."""
-    if local_rank() == 0:  # the other ranks run the same command line
-        exit_on_unknown_overrides(CONFIG_DIR, "train", sys.argv[1:])
-    main()
-
+run = command_line("train", main)
 
 if __name__ == "__main__":
     run()

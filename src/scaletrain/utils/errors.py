@@ -57,3 +57,24 @@ LOST_PEER_MESSAGES = ("Connection reset by peer", "Connection closed by peer", "
 def lost_rank(error: BaseException) -> bool:
     """Whether ``error`` says that another rank of the job has gone away."""
     return isinstance(error, RuntimeError) and any(m in str(error) for m in LOST_PEER_MESSAGES)
+
+
+@contextmanager
+def lost_rank_exits(run_dir: str) -> Iterator[None]:
+    """Turn the error of a collective whose peer is gone into one line and exit 1."""
+    try:
+        yield
+    except RuntimeError as error:
+        if not lost_rank(error):
+            raise
+        log.debug("lost contact with another rank", exc_info=error)
+        (reason, *_) = str(error).strip().splitlines()
+        log.error(
+            "error: lost contact with another rank of this job (killed, crashed or cut off): %s",
+            reason,
+        )
+        log.info(
+            "checkpoints saved so far are intact; resume with: ckpt_path=last hydra.run.dir=%s",
+            run_dir,
+        )
+        sys.exit(1)

@@ -25,6 +25,8 @@ import torch.distributed as dist
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_original_cwd
 
+from scaletrain.utils.errors import lost_rank_exits
+
 log = logging.getLogger("scaletrain")
 
 # Set by Lightning's rank 0 for the ranks it starts: its process id.
@@ -142,3 +144,18 @@ def exit_with_launcher(poll_seconds: float = 1.0) -> Iterator[None]:
         yield
     finally:
         done.set()
+
+
+@contextmanager
+def rank_job(module: str) -> Iterator[None]:
+    """Run one job of ``module`` (a Hydra main) on this rank: Lightning starts the other
+    ranks with this job's overrides, the job leaves nothing behind for the next one, a
+    rank started by another process exits once that one is gone, and losing a rank is
+    a one-line error."""
+    launch_ranks_as_job(module)
+    with (
+        isolated_job(),
+        exit_with_launcher(),
+        lost_rank_exits(HydraConfig.get().runtime.output_dir),
+    ):
+        yield

@@ -11,6 +11,7 @@ really have. Anything it cannot judge is left to Hydra.
 
 import difflib
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
@@ -18,6 +19,9 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
 from omegaconf import DictConfig, ListConfig
+
+from scaletrain.config import CONFIG_DIR
+from scaletrain.utils.launch import local_rank
 
 # Hydra's own flags; with any but these, the overrides are left to Hydra alone.
 PLAIN_FLAGS = ("-m", "--multirun")
@@ -147,3 +151,15 @@ def exit_on_unknown_overrides(config_dir: str, config_name: str, args: list[str]
         print(f"error: {problem}", file=sys.stderr)
     if problems:
         sys.exit(2)
+
+
+def command_line(config_name: str, main: Callable[[], object]) -> Callable[[], None]:
+    """The command-line entry point of the Hydra ``main`` for ``config_name``: every
+    unknown option or key is reported before Hydra starts (Hydra stops at the first)."""
+
+    def run() -> None:
+        if local_rank() == 0:  # the other ranks run the same command line
+            exit_on_unknown_overrides(CONFIG_DIR, config_name, sys.argv[1:])
+        main()
+
+    return run
