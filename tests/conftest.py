@@ -27,6 +27,8 @@ class Run:
     returncode: int
     output: str
     run_dir: Path
+    stdout: str = ""
+    stderr: str = ""
 
     @property
     def metrics(self) -> dict:
@@ -40,7 +42,8 @@ def compose_train(*overrides: str):
         return compose("train", overrides=["paths.output_dir=/tmp/unused", *overrides])
 
 
-CLI_ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+# PYTHONPATH: runs may use test helpers as config targets (tests.stall.Stall)
+CLI_ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 
 
 def cli_command(module: str, run_dir: Path, *overrides: str) -> list[str]:
@@ -59,6 +62,28 @@ def run_cli(module: str, run_dir: Path, *overrides: str, timeout: float = 300) -
     """``python -m scaletrain.<module> overrides...`` writing into ``run_dir``."""
     result = subprocess.run(
         cli_command(module, run_dir, *overrides),
+        cwd=run_dir.parent,
+        env=CLI_ENV,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return Run(
+        result.returncode, result.stdout + result.stderr, run_dir, result.stdout, result.stderr
+    )
+
+
+def resume_cli(hint: str, *overrides: str, timeout: float = 300) -> Run:
+    """Run the resume command a stopped run printed (``resume with: python -m ...``), as
+    a user would paste it, with ``overrides`` added."""
+    (command,) = [
+        line.split("resume with: ", 1)[1] for line in hint.splitlines() if "resume with: " in line
+    ]
+    words = command.split()
+    assert words[:3] == ["python", "-m", "scaletrain.train"], command
+    run_dir = Path(words[3].removeprefix("resume="))
+    result = subprocess.run(
+        [sys.executable, *words[1:], *overrides],
         cwd=run_dir.parent,
         env=CLI_ENV,
         capture_output=True,

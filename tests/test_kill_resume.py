@@ -19,7 +19,7 @@ SAVE_EVERY_STEP = [
     f"trainer.max_steps={MAX_STEPS}",
     "trainer.max_epochs=-1",
     # a save at every step, so that the kill often lands inside one
-    "+callbacks.model_checkpoint.every_n_train_steps=1",
+    "callbacks.last_checkpoint.every_n_train_steps=1",
     "callbacks.model_checkpoint.monitor=null",
     "callbacks.model_checkpoint.save_top_k=0",
 ]
@@ -65,7 +65,7 @@ def test_sigkill_then_resume_gives_bit_identical_weights(tmp_path, layout):
 
     resumed = run_cli("train", job.run_dir, *common, "ckpt_path=last")
     assert resumed.returncode == 0, resumed.output
-    assert "Restoring states from the checkpoint path" in resumed.output
+    assert f"resuming from {last}" in resumed.output
     assert resumed.metrics["global_step"] == MAX_STEPS
 
     expected = final_weights(straight.run_dir / "checkpoints" / "last.ckpt", tmp_path)

@@ -49,8 +49,7 @@ def test_two_torchrun_nodes_match_single_process_training(tmp_path):
     outputs = [node.communicate(timeout=300)[0] for node in nodes]
     for node, output in zip(nodes, outputs, strict=True):
         assert node.returncode == 0, output
-    assert "GLOBAL_RANK: 1, MEMBER: 2/2" in "".join(outputs)
-    # one run directory; each rank logs to its own file
+    # one run directory, two ranks; each rank logs to its own file
     assert "rank 1: overrides" in (run_dir / "train.rank1.log").read_text()
     assert "rank 1: overrides" not in (run_dir / "train.log").read_text()
     assert (run_dir / ".hydra" / "config.yaml").is_file()

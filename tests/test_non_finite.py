@@ -12,7 +12,7 @@ from scaletrain.utils.errors import ConfigError
 
 EXPLODE = ["model.optimizer.lr=1e30", "trainer.max_epochs=1"]
 EVERY_STEP = [
-    "+callbacks.model_checkpoint.every_n_train_steps=1",
+    "callbacks.last_checkpoint.every_n_train_steps=1",
     "callbacks.model_checkpoint.monitor=null",
 ]
 

@@ -1,8 +1,10 @@
-"""Preemption and dead ranks.
+"""Preemption, signals anywhere in a run, and dead ranks.
 
-SIGTERM or SIGINT, sent to every rank (as schedulers and Ctrl+C do) or to one rank only,
-stops every rank at the same step; last.ckpt is saved there, the job exits with 143, and
-``ckpt_path=last`` in the same run directory continues from it.
+SIGTERM or SIGINT during training, sent to every rank (as schedulers and Ctrl+C do) or to
+one rank only, stops every rank at the same step; last.ckpt is saved there, the job exits
+with 143, and the resume command it prints continues from it. Anywhere else (before the
+first step, validating, testing) and where a step outlasts the grace period, the run
+ends promptly without saving, the last checkpoint intact; a second signal ends it at once.
 
 A rank killed outright ends the whole job with an error well within 60 seconds, and the
 checkpoints saved before stay intact.
@@ -11,14 +13,15 @@ checkpoints saved before stay intact.
 import os
 import signal
 import time
+from pathlib import Path
 
 import pytest
 import torch
 
-from tests.conftest import run_cli, start_cli
+from tests.conftest import resume_cli, start_cli
 
 TWO_RANKS = ["strategy=ddp", "trainer.devices=2"]
-LONG = ["trainer.max_epochs=1000", "+callbacks.model_checkpoint.every_n_train_steps=5"]
+LONG = ["trainer.max_epochs=1000", "callbacks.last_checkpoint.every_n_train_steps=5"]
 
 
 def start_training(tmp_path, *layout):
@@ -55,23 +58,18 @@ def test_signal_saves_last_checkpoint_and_resume_continues(tmp_path, layout, sig
     saved = torch.load(job.run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     step = saved["global_step"]
     assert f"stopped by a signal at step {step}: saved" in job.output
-    assert f"resume with: ckpt_path=last hydra.run.dir={job.run_dir}" in job.output
+    assert f"resume with: python -m scaletrain.train resume={job.run_dir}" in job.output
     if layout:  # rank 1 stopped at the same step, and its process is gone
         assert (
             f"stopped by a signal at step {step}" in (job.run_dir / "train.rank1.log").read_text()
         )
 
-    resumed = run_cli(
-        "train",
-        job.run_dir,
-        f"paths.root_dir={tmp_path}",
-        *layout,
-        "ckpt_path=last",
-        f"trainer.max_steps={step + 5}",
-        "trainer.max_epochs=1000",
-        "test=false",
-    )
+    # the printed command, with the run's own settings left to it
+    resumed = resume_cli(job.output, f"trainer.max_steps={step + 5}", "test=false")
     assert resumed.returncode == 0, resumed.output
+    assert f"resuming from {job.run_dir / 'checkpoints' / 'last.ckpt'} (step {step})" in (
+        resumed.output
+    )
     assert resumed.metrics["global_step"] == step + 5
 
 
@@ -88,3 +86,99 @@ def test_a_killed_rank_ends_the_job_within_60_seconds(tmp_path, rank):
     if rank == 1:  # rank 0 survived the kill and says why it stops
         assert "error: lost contact with another rank of this job" in job.output, job.output
     assert torch.load(last, weights_only=True)["global_step"] >= 5  # intact
+
+
+def stall_at(hook: str, marker: Path, **options) -> str:
+    """The override that stalls the run at ``hook`` (see tests/stall.py)."""
+    extra = "".join(f", {key}: {value}" for key, value in options.items())
+    return (
+        f"+callbacks.stall={{_target_: tests.stall.Stall, hook: {hook}, marker: '{marker}'{extra}}}"
+    )
+
+
+def start_stalled(tmp_path, hook: str, *overrides: str, **options):
+    """A run stalled at ``hook``, returned once it is there."""
+    marker = tmp_path / "stalled"
+    job = start_cli(
+        "train",
+        tmp_path / "run",
+        f"paths.root_dir={tmp_path}",
+        stall_at(hook, marker, **options),
+        *overrides,
+    )
+    deadline = time.monotonic() + 120
+    while not marker.exists():
+        assert job.process.poll() is None, job.output
+        assert time.monotonic() < deadline, f"the run never reached {hook}"
+        time.sleep(0.05)
+    return job
+
+
+def stop_within(job, seconds: float) -> float:
+    """Wait for the job's exit status; it must come within ``seconds``. Returns the time."""
+    started = time.monotonic()
+    assert job.wait(timeout=seconds + 30) == 143, job.output
+    elapsed = time.monotonic() - started
+    assert elapsed < seconds, f"took {elapsed:.1f} s: {job.output}"
+    job.wait_until_gone(timeout=10)
+    return elapsed
+
+
+@pytest.mark.parametrize(
+    ("hook", "layout"),
+    [("setup", []), ("setup", TWO_RANKS), ("on_train_start", [])],
+    ids=["setup", "setup-ddp", "train-start"],
+)
+def test_a_signal_before_the_first_step_ends_the_run_at_once(tmp_path, hook, layout):
+    job = start_stalled(tmp_path, hook, *layout)
+    job.signal_all(signal.SIGTERM)
+    stop_within(job, 10)
+    assert "stopped by SIGTERM outside a training step: nothing saved" in job.output
+    assert not (job.run_dir / "checkpoints" / "last.ckpt").exists()
+
+
+@pytest.mark.parametrize("layout", [[], TWO_RANKS], ids=["single", "ddp"])
+def test_a_signal_during_validation_ends_the_run_and_keeps_the_last_checkpoint(tmp_path, layout):
+    # stalls in the second epoch's validation; last.ckpt holds the end of the first epoch
+    job = start_stalled(tmp_path, "on_validation_batch_start", *layout, after_step=40)
+    job.signal_all(signal.SIGINT)
+    stop_within(job, 10)
+    assert "stopped by SIGINT outside a training step: nothing saved" in job.output
+    saved = torch.load(job.run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["global_step"] == 39
+
+
+def test_a_signal_during_testing_ends_the_run(tmp_path):
+    job = start_stalled(tmp_path, "on_test_batch_start", "trainer.max_epochs=1")
+    job.signal_all(signal.SIGTERM)
+    stop_within(job, 10)
+    assert not (job.run_dir / "metrics.json").exists()
+    saved = torch.load(job.run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["global_step"] == 39
+
+
+def test_a_step_that_outlasts_the_grace_period_ends_the_run_without_saving(tmp_path):
+    job = start_stalled(
+        tmp_path,
+        "on_before_optimizer_step",
+        "callbacks.checkpoint_on_preemption.grace_period=2",
+        "callbacks.last_checkpoint.every_n_train_steps=5",
+        after_step=12,
+    )
+    job.signal_all(signal.SIGTERM)
+    elapsed = stop_within(job, 10)
+    assert elapsed >= 2  # the grace period was given
+    assert "no training step ended within callbacks.checkpoint_on_preemption.grace_period=2 s" in (
+        job.output
+    )
+    saved = torch.load(job.run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert saved["global_step"] == 10  # the last one saved before the signal, intact
+
+
+def test_a_second_signal_exits_at_once(tmp_path):
+    job = start_stalled(tmp_path, "on_before_optimizer_step", after_step=3)
+    job.signal_all(signal.SIGTERM)
+    time.sleep(1)
+    job.signal_all(signal.SIGINT)
+    stop_within(job, 5)
+    assert "error: SIGINT again: exiting now" in job.output

@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
@@ -110,15 +111,12 @@ def test_same_seed_same_run(train_cli):
     assert other.metrics["metrics"]["val/loss"] != runs[0].metrics["metrics"]["val/loss"]
 
 
-class FakeCheckpoint:
-    best_model_score = torch.tensor(0.9)
-
-
 class FakeTrainer:
-    checkpoint_callback = FakeCheckpoint()
-
     def __init__(self, ckpt_path):
         self.ckpt_path = ckpt_path
+        best = ModelCheckpoint(monitor="val/acc", mode="max")
+        best.best_model_score = torch.tensor(0.9)
+        self.callbacks = [best]
 
 
 @pytest.mark.parametrize(("ckpt_path", "expected"), [("last.ckpt", 0.9), (None, 0.5)])

@@ -1,5 +1,5 @@
-"""Where the Hydra configs live (``conf/`` at the repository root), and the resolvers
-they use to keep externally launched ranks (torchrun, srun) out of each other's files."""
+"""Where the Hydra configs live (``conf/`` at the repository root), and the resolver
+that gives externally launched ranks (torchrun, srun) log files of their own."""
 
 import os
 from pathlib import Path
@@ -23,10 +23,12 @@ def rank_log_name(task_name: str) -> str:
     return f"{task_name}.log" if rank == 0 else f"{task_name}.rank{rank}.log"
 
 
-def rank_zero_only(value: str) -> str | None:
-    """``value`` on rank 0, None elsewhere: one rank writes the run's .hydra/ files."""
-    return value if launcher_rank() == 0 else None
+def is_global_rank_zero() -> bool:
+    """Whether this process is rank 0 of the whole job, before the Trainer knows it: not
+    a rank started by torchrun or srun, nor one Lightning starts, nor rank 0 of a node
+    other than the first."""
+    node = int(os.environ.get("NODE_RANK", os.environ.get("GROUP_RANK", 0)))
+    return launcher_rank() == 0 and node == 0 and int(os.environ.get("LOCAL_RANK", 0)) == 0
 
 
 OmegaConf.register_new_resolver("rank_log_name", rank_log_name, replace=True)
-OmegaConf.register_new_resolver("rank_zero_only", rank_zero_only, replace=True)

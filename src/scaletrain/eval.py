@@ -7,6 +7,7 @@ still apply.
 """
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
@@ -22,16 +23,18 @@ from scaletrain.utils.checkpoints import checkpoint_problems
 from scaletrain.utils.errors import ConfigError, user_errors
 from scaletrain.utils.launch import job_overrides, rank_job, wait_for_started_ranks
 from scaletrain.utils.overrides import command_line
+from scaletrain.utils.record import RunRecord, recorded_config
 from scaletrain.utils.run import collect_metrics, write_json
+from scaletrain.utils.signals import Preempted
 from scaletrain.utils.validate import validate
 
 log = logging.getLogger("scaletrain")
 
 
 def training_run_config(ckpt_path: Path) -> DictConfig | None:
-    """The composed config of the run whose ``checkpoints/`` holds ``ckpt_path``, if saved."""
-    saved = ckpt_path.resolve().parent.parent / ".hydra" / "config.yaml"
-    return OmegaConf.load(saved) if saved.is_file() else None
+    """The composed config of the run whose ``checkpoints/`` holds ``ckpt_path`` (its
+    latest attempt), if recorded."""
+    return recorded_config(ckpt_path.resolve().parent.parent)
 
 
 # What a test result depends on besides the weights: taken from the training run.
@@ -50,7 +53,7 @@ def adopt_run_config(cfg: DictConfig, run_cfg: DictConfig, overrides: list[str])
                 OmegaConf.update(cfg, key, OmegaConf.from_dotlist([f"v={value}"]).v)
 
 
-def evaluate(cfg: DictConfig) -> dict[str, float]:
+def evaluate(cfg: DictConfig, record: RunRecord) -> dict[str, float]:
     """Test ``cfg.ckpt_path``; return the test metrics and write them to metrics.json."""
     if OmegaConf.is_missing(cfg, "ckpt_path"):
         raise ConfigError(validate(cfg))
@@ -60,11 +63,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     run_cfg = training_run_config(ckpt_path) if cfg.use_run_config else None
     if run_cfg is not None:
         adopt_run_config(cfg, run_cfg, job_overrides())
-        log.info("model, data and test settings taken from the training run's config")
     problems = validate(cfg)
     if problems:
         raise ConfigError(problems)
-    L.seed_everything(cfg.seed, workers=True)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
 
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
@@ -72,7 +74,10 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     if problems:
         raise ConfigError(problems)
     trainer = build_trainer(cfg, model)
-    run_dir = Path(cfg.paths.output_dir)
+    record.write(cfg)
+    run_dir = record.run_dir
+    if run_cfg is not None:
+        log.info("model, data and test settings taken from the training run's config")
     loadable = loadable_checkpoint(str(ckpt_path), cfg.strategy.name in SHARDED, run_dir)
     (results,) = trainer.test(model, datamodule=datamodule, ckpt_path=loadable, weights_only=True)
     metrics = collect_metrics(results)
@@ -88,8 +93,14 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="eval")
 def main(cfg: DictConfig) -> None:
     """Hydra entry point."""
-    with user_errors(*USER_ERRORS), rank_job("scaletrain.eval"):
-        evaluate(cfg)
+    try:
+        with (
+            rank_job("scaletrain.eval", cfg) as record,
+            user_errors(*USER_ERRORS, logged=lambda: record.started),
+        ):
+            evaluate(cfg, record)
+    except Preempted as preempted:
+        sys.exit(preempted.code)
 
 
 run = command_line("eval", main)

@@ -11,25 +11,28 @@ from pathlib import Path
 import hydra
 import lightning as L
 from hydra.utils import instantiate
-from lightning.pytorch.utilities.exceptions import SIGTERMException
-from lightning.pytorch.utilities.rank_zero import rank_zero_only
+from lightning.pytorch.utilities.exceptions import MisconfigurationException, SIGTERMException
 from omegaconf import DictConfig, OmegaConf
 
+from scaletrain.callbacks.checkpoints import best_checkpoint, checkpoint_order
 from scaletrain.callbacks.non_finite import NonFiniteLoss
-from scaletrain.callbacks.preemption import EXIT_STATUS, Preempted
-from scaletrain.config import CONFIG_DIR
+from scaletrain.config import CONFIG_DIR, is_global_rank_zero
 from scaletrain.consolidate import loadable_checkpoint
 from scaletrain.data.idx import IDXFormatError
 from scaletrain.data.mnist import MNISTFilesMissing
 from scaletrain.models.base import ScaleModule
 from scaletrain.parallel.strategy import SHARDED, build_strategy, world_size
 from scaletrain.utils.atomic import AtomicCheckpointIO
-from scaletrain.utils.checkpoints import checkpoint_problems, resolve_last
-from scaletrain.utils.errors import ConfigError, user_errors
+from scaletrain.utils.checkpoints import checkpoint_problems, checkpoint_step, resolve_last
+from scaletrain.utils.errors import ConfigError, unwrap_instantiation, user_errors
 from scaletrain.utils.instantiate import instantiate_group
 from scaletrain.utils.launch import job_overrides, rank_job, wait_for_started_ranks
 from scaletrain.utils.overrides import command_line
+from scaletrain.utils.quiet import FILE_ONLY
+from scaletrain.utils.record import RunRecord, resume_command
+from scaletrain.utils.resume import expand_resume
 from scaletrain.utils.run import collect_metrics, log_hparams, write_metrics_json
+from scaletrain.utils.signals import EXIT_STATUS, Preempted
 from scaletrain.utils.validate import validate
 
 log = logging.getLogger("scaletrain")
@@ -40,36 +43,54 @@ USER_ERRORS = (MNISTFilesMissing, IDXFormatError, NonFiniteLoss)
 
 def build_trainer(cfg: DictConfig, model: ScaleModule) -> L.Trainer:
     """The Lightning Trainer with this run's strategy, callbacks and loggers; hands the
-    sharding options of the strategy to ``model``, which applies them in configure_model."""
+    sharding options of the strategy to ``model``, which applies them in configure_model.
+    Lightning's own objections to its arguments become one-line errors."""
     strategy, model.fsdp_options = build_strategy(cfg.strategy, world_size(cfg.trainer))
-    return instantiate(
-        cfg.trainer,
-        strategy=strategy,
-        callbacks=instantiate_group(cfg.get("callbacks")),
-        logger=instantiate_group(cfg.get("logger")) or False,
-        plugins=[AtomicCheckpointIO()],
-    )
+    callbacks = checkpoint_order(instantiate_group(cfg.get("callbacks")))
+    loggers = instantiate_group(cfg.get("logger")) or False
+    try:
+        return instantiate(
+            cfg.trainer,
+            strategy=strategy,
+            callbacks=callbacks,
+            logger=loggers,
+            plugins=[AtomicCheckpointIO()],
+        )
+    except Exception as raised:
+        error = unwrap_instantiation(raised)
+        if isinstance(error, MisconfigurationException | ValueError):
+            (message, *_) = str(error).strip().splitlines()
+            raise ConfigError(f"trainer: {message}") from None
+        raise
 
 
-def train(cfg: DictConfig) -> dict[str, float]:
+def train(cfg: DictConfig, record: RunRecord) -> dict[str, float]:
     """Fit and test as ``cfg`` says; return the final metrics."""
     problems = validate(cfg)
     if problems:
         raise ConfigError(problems)
-    L.seed_everything(cfg.seed, workers=True)
-    run_dir = Path(cfg.paths.output_dir)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    run_dir = record.run_dir
 
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
-    checkpoint_dir = OmegaConf.select(cfg, "callbacks.model_checkpoint.dirpath")
+    checkpoint_dir = OmegaConf.select(cfg, "callbacks.last_checkpoint.dirpath")
     ckpt = resolve_last(cfg.ckpt_path, Path(checkpoint_dir or run_dir / "checkpoints"))
     problems = checkpoint_problems(ckpt, model)
+    if problems and cfg.ckpt_path == "last" and not record.new:
+        problems.append(f"{resume_command(run_dir)} resumes with the run's own settings")
     if problems:
         raise ConfigError(problems)
     trainer = build_trainer(cfg, model)
+    # The preflight has passed: from here on, the attempt is part of the run's record.
+    record.write(cfg)
     if trainer.is_global_zero:
         log.info("run directory: %s", run_dir)
-    log.info("rank %d: overrides %s", trainer.global_rank, " ".join(job_overrides()))
+        if ckpt is not None and cfg.train:
+            log.info("resuming from %s (step %s)", ckpt, checkpoint_step(Path(ckpt)))
+    log.info(
+        "rank %d: overrides %s", trainer.global_rank, " ".join(job_overrides()), extra=FILE_ONLY
+    )
 
     ckpt_path = loadable_checkpoint(ckpt, cfg.strategy.name in SHARDED, run_dir)
     fit_metrics = {}
@@ -79,7 +100,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
         fit_metrics = dict(trainer.callback_metrics)
     test_metrics = {}
     if cfg.test:
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        best_callback = best_checkpoint(trainer)
+        best = best_callback.best_model_path if best_callback else ""
         if not best:
             log.warning("no best checkpoint was saved: testing the current weights")
         (test_metrics,) = trainer.test(
@@ -101,19 +123,25 @@ def train(cfg: DictConfig) -> dict[str, float]:
 @hydra.main(version_base="1.3", config_path=CONFIG_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     """Hydra entry point; returns ``cfg.optimized_metric`` for sweepers."""
+    hint = resume_command(cfg.paths.output_dir)
+    record = None
     try:
-        with user_errors(*USER_ERRORS), rank_job("scaletrain.train"):
-            metrics = train(cfg)
+        with (
+            rank_job("scaletrain.train", cfg, resume_hint=hint) as record,
+            user_errors(*USER_ERRORS, logged=lambda: record.started),
+        ):
+            metrics = train(cfg, record)
     except Preempted as preempted:
-        if rank_zero_only.rank == 0:
-            log.info("resume with: ckpt_path=last hydra.run.dir=%s", cfg.paths.output_dir)
+        # a run stopped before its preflight passed has left nothing to resume
+        if is_global_rank_zero() and record is not None and (record.started or not record.new):
+            log.info("resume with: %s", hint)
         sys.exit(preempted.code)
     except SIGTERMException:  # Lightning's own handling, where the callback is left out
         sys.exit(EXIT_STATUS)
     return metrics.get(cfg.get("optimized_metric"))
 
 
-run = command_line("train", main)
+run = command_line("train", main, expand=expand_resume)
 
 if __name__ == "__main__":
     run()

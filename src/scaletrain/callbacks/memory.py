@@ -12,6 +12,8 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch.distributed.tensor import DTensor
 
+from scaletrain.utils.quiet import FILE_ONLY
+
 log = logging.getLogger("scaletrain")
 
 
@@ -59,6 +61,7 @@ class ModelStateMemory(Callback):
             "rank %d model state: %s",
             trainer.global_rank,
             ", ".join(f"{name} {size / 2**20:.2f} MiB" for name, size in sizes.items()),
+            extra=FILE_ONLY,
         )
         # Straight to the loggers (rank 0's figures): a one-off value must not wait for
         # a log_every_n_steps boundary.

@@ -1,83 +1,96 @@
-"""Preemption: SIGTERM (a scheduler's notice) or SIGINT (Ctrl+C) stops every rank after
-the same training step (the next or the one after), saves last.ckpt there and ends the
-run with status 143; ``ckpt_path=last`` with the same ``hydra.run.dir`` continues.
+"""Preemption: SIGTERM (a scheduler's notice) or SIGINT (Ctrl+C) during training stops
+every rank after the same training step (the next or the one after), saves last.ckpt
+there and ends the run with status 143; ``python -m scaletrain.train resume=<run dir>``
+continues from it.
 
-The signal handler only records the signal. After each step the ranks agree, through
-an all-reduce of that record, whether any of them was signalled, so they all stop at the
-same step and reach the checkpoint's collectives together, whichever rank the signal
-reached. (Lightning's own SIGTERM handler runs a collective inside the handler, which
-pairs with the wrong partner on the other ranks; it is replaced during training.)
-A second Ctrl+C stops at once, without saving.
-
-Exit status: 143, the conventional status of a job ended by SIGTERM, except for the
-ranks that Lightning started as child processes of rank 0: those exit with 0, because
-Lightning kills the whole job at once (rank 0 included, mid-shutdown) when a child exits
-with any other status; rank 0 then reports the job's 143.
+The signal handler (:mod:`scaletrain.utils.signals`) only records the signal while steps
+run. After each step the ranks agree, through an all-reduce of that record, whether any
+of them was signalled, so they all stop at the same step and reach the checkpoint's
+collectives together, whichever rank the signal reached. (Lightning's own SIGTERM
+handler runs a collective inside the handler, which pairs with the wrong partner on the
+other ranks; it is replaced whenever Lightning installs it.) Outside the steps (setting
+up, validating, testing), and where a step outlasts ``grace_period`` seconds, the run
+stops without saving.
 """
 
 import logging
-import signal
-from pathlib import Path
 
 import lightning as L
 import torch
 import torch.distributed as dist
-from lightning.fabric.plugins.environments import LightningEnvironment
-from lightning.pytorch.callbacks import Callback, ModelCheckpoint
-from lightning.pytorch.utilities.exceptions import SIGTERMException
+from lightning.pytorch.callbacks import Callback
+
+from scaletrain.callbacks.checkpoints import latest_checkpoint
+from scaletrain.utils import signals
 
 log = logging.getLogger("scaletrain")
 
-SIGNALS = (signal.SIGTERM, signal.SIGINT)
-EXIT_STATUS = 128 + signal.SIGTERM
-
-
-class Preempted(SIGTERMException):
-    """Raised on every rank at the step where the run was told to stop."""
-
-    def __init__(self, step: int, exit_status: int) -> None:
-        super().__init__(exit_status)  # SystemExit.code
-        self.step = step
-
-
-def started_by_rank_zero(trainer: L.Trainer) -> bool:
-    """Whether this process is a rank that Lightning's launcher started as a child of
-    rank 0 (not one started by torchrun, SLURM or another launcher)."""
-    environment = getattr(trainer.strategy, "cluster_environment", None)
-    return (
-        isinstance(environment, LightningEnvironment)
-        and environment.creates_processes_externally
-        and trainer.local_rank > 0
-    )
-
 
 class CheckpointOnPreemption(Callback):
-    def __init__(self) -> None:
-        self.received: int | None = None
+    """Args:
+    grace_period: seconds a training step may still take after the signal before
+        the run exits without saving (read by the job when it installs the handler).
+    """
+
+    def __init__(self, grace_period: float = 30.0) -> None:
+        if not grace_period > 0:
+            raise ValueError(
+                f"callbacks.checkpoint_on_preemption.grace_period={grace_period}: "
+                "must be a positive number of seconds"
+            )
+        self.grace_period = grace_period
         self.pending: tuple[dist.Work, torch.Tensor] | None = None  # this step's all-reduce
 
-    def record(self, signum: int, frame) -> None:
-        if self.received is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # pressed again: stop now
-        self.received = signum
+    @staticmethod
+    def handling() -> signals.SignalStop | None:
+        stop = signals.current()
+        if stop is not None:
+            stop.install()  # again: Lightning has just replaced the SIGTERM handler
+        return stop
 
     def on_fit_start(self, trainer: L.Trainer, pl_module) -> None:
-        self.received, self.pending = None, None
+        self.pending = None
 
-    def install(self) -> None:
-        # Once Lightning has set its handlers (after on_fit_start). Lightning puts back
-        # the handlers from before the run when the run ends, replacing these.
-        if signal.getsignal(signal.SIGTERM) != self.record:
-            for signum in SIGNALS:
-                signal.signal(signum, self.record)
+    def _steps_begin(self) -> None:
+        stop = self.handling()
+        if stop is None:
+            return
+        if stop.received is not None:
+            stop.stop_now()  # the signal came during validation
+        stop.at_step_boundary = True
 
-    def on_sanity_check_start(self, trainer: L.Trainer, pl_module) -> None:
-        self.install()
+    def _steps_pause(self) -> None:
+        stop = self.handling()
+        if stop is not None:
+            stop.at_step_boundary = False
+            if stop.received is not None:
+                stop.stop_now()  # signalled after the last step's check
 
     def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
-        self.install()
+        self.handling()
 
-    def any_rank_signalled(self, trainer: L.Trainer) -> bool:
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx) -> None:
+        stop = signals.current()
+        if stop is not None:
+            stop.at_step_boundary = True  # from the first step on, a signal waits for its end
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module) -> None:
+        self._steps_pause()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module) -> None:
+        if trainer.state.fn == "fit" and not trainer.sanity_checking:
+            self._steps_begin()  # back to training
+
+    def on_sanity_check_start(self, trainer: L.Trainer, pl_module) -> None:
+        self.handling()
+
+    def on_test_start(self, trainer: L.Trainer, pl_module) -> None:
+        self.handling()
+
+    def on_train_end(self, trainer: L.Trainer, pl_module) -> None:
+        self._steps_pause()
+
+    def any_rank_signalled(self, trainer: L.Trainer, received: bool) -> bool:
         """Whether any rank had received a signal by the end of the previous check.
 
         The all-reduce for this step is started without waiting and read at the next
@@ -86,30 +99,31 @@ class CheckpointOnPreemption(Callback):
         the same order, so they all stop after the same step.
         """
         if trainer.world_size == 1:
-            return self.received is not None
+            return received
         if self.pending is not None:
             work, flag = self.pending
             self.pending = None
             work.wait()
             if flag.item():
                 return True
-        flag = torch.tensor([int(self.received is not None)], device=trainer.strategy.root_device)
+        flag = torch.tensor([int(received)], device=trainer.strategy.root_device)
         self.pending = (dist.all_reduce(flag, op=dist.ReduceOp.MAX, async_op=True), flag)
         return False
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx) -> None:
         if (batch_idx + 1) % trainer.accumulate_grad_batches:
             return  # never inside a gradient-accumulation window: its gradients are not saved
-        if not self.any_rank_signalled(trainer):
+        stop = signals.current()
+        if stop is None or not self.any_rank_signalled(trainer, stop.received is not None):
             return
+        stop.stopping = True  # the step has ended: the save may take its time
         step = trainer.global_step
-        checkpoint = trainer.checkpoint_callback
-        if isinstance(checkpoint, ModelCheckpoint) and checkpoint.dirpath:
-            # saved here, where ModelCheckpoint saves mid-epoch, so the resume continues
-            # with the next batch of the epoch
-            path = Path(checkpoint.dirpath) / f"{checkpoint.CHECKPOINT_NAME_LAST}.ckpt"
-            trainer.save_checkpoint(path)
+        latest = latest_checkpoint(trainer)
+        if latest is not None:
+            # saved at the end of a training batch, so the resume continues with the next
+            # batch of the epoch
+            path = latest.save(trainer)
             log.info("stopped by a signal at step %d: saved %s", step, path)
         elif trainer.is_global_zero:
-            log.warning("stopped by a signal at step %d; no checkpoint callback to save", step)
-        raise Preempted(step, 0 if started_by_rank_zero(trainer) else EXIT_STATUS)
+            log.warning("stopped by a signal at step %d; no last_checkpoint callback to save", step)
+        raise signals.Preempted(step, stop.exit_status, saved=latest is not None)

@@ -10,6 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torchmetrics import MeanMetric
 
+from scaletrain.callbacks.checkpoints import best_checkpoint
 from scaletrain.data.datasets import IGNORE_INDEX
 from scaletrain.parallel.apply import FSDPOptions, parallelize
 
@@ -31,6 +32,9 @@ class ScaleModule(L.LightningModule):
         activation_checkpointing: recompute each block's activations in the backward.
         compile: ``torch.compile`` each block.
     """
+
+    # Every metric the module logs: what monitor.metric and optimized_metric may name.
+    LOGGED_METRICS: tuple[str, ...] = ("train/loss", "val/loss", "test/loss")
 
     def __init__(
         self,
@@ -127,7 +131,7 @@ class ScaleModule(L.LightningModule):
         """Start tracking the best validation value afresh, or, on a resume, from the best
         score the checkpoint callback restored (sanity-check values never count)."""
         best_metric.reset()
-        checkpoint = self.trainer.checkpoint_callback
+        checkpoint = best_checkpoint(self.trainer)
         if (
             self.trainer.ckpt_path
             and checkpoint is not None

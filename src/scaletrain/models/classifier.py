@@ -11,6 +11,8 @@ from scaletrain.models.base import ScaleModule
 class Classifier(ScaleModule):
     """Trains ``net`` to map inputs to ``num_classes`` logits."""
 
+    LOGGED_METRICS = (*ScaleModule.LOGGED_METRICS, "val/acc", "val/acc_best", "test/acc")
+
     def __init__(self, num_classes: int, **kwargs) -> None:
         super().__init__(**kwargs)
         self.hparams["num_classes"] = num_classes

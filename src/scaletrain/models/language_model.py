@@ -9,6 +9,8 @@ from scaletrain.models.base import ScaleModule
 class LanguageModel(ScaleModule):
     """Trains ``net`` to predict each next token; perplexity is exp(mean token loss)."""
 
+    LOGGED_METRICS = (*ScaleModule.LOGGED_METRICS, "val/ppl", "val/loss_best", "test/ppl")
+
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
         self.val_loss_best = MinMetric()

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 from torch.distributed.checkpoint import FileSystemReader
 
-from scaletrain.consolidate import is_sharded_checkpoint
+from scaletrain.consolidate import META_FILE, is_sharded_checkpoint
 from scaletrain.utils.atomic import recover_checkpoint
 
 log = logging.getLogger("scaletrain")
@@ -34,6 +34,15 @@ def resolve_last(ckpt_path: str | None, checkpoint_dir: Path) -> str | None:
         log.info("ckpt_path=last: no %s in %s yet; training from the start", LAST, checkpoint_dir)
         return None
     return str(path)
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The global step a checkpoint (file or sharded directory) was saved at."""
+    try:
+        meta = path / META_FILE if path.is_dir() else path
+        return torch.load(meta, map_location="cpu", mmap=True, weights_only=True)["global_step"]
+    except Exception:  # an unreadable one was refused by the preflight already
+        return None
 
 
 def saved_shapes(path: Path) -> dict[str, tuple[int, ...]] | str:

@@ -2,10 +2,13 @@
 
 import logging
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from hydra.errors import InstantiationException
+
+from scaletrain.utils import signals
+from scaletrain.utils.quiet import FILE_ONLY
 
 log = logging.getLogger("scaletrain")
 
@@ -32,8 +35,11 @@ def unwrap_instantiation(error: BaseException) -> BaseException:
 
 
 @contextmanager
-def user_errors(*kinds: type[BaseException]) -> Iterator[None]:
-    """Turn ``ConfigError`` and the given exception types into one-line errors and exit 2."""
+def user_errors(
+    *kinds: type[BaseException], logged: Callable[[], bool] = lambda: False
+) -> Iterator[None]:
+    """Turn ``ConfigError`` and the given exception types into one-line errors on stderr
+    and exit 2; where ``logged()`` (the run has a log by then), into its log file too."""
     try:
         yield
     except Exception as raised:
@@ -42,11 +48,9 @@ def user_errors(*kinds: type[BaseException]) -> Iterator[None]:
             raise
         problems = error.problems if isinstance(error, ConfigError) else [str(error)]
         for problem in problems:
-            # Under Hydra the log reaches the console and the run's log file.
-            if logging.getLogger().hasHandlers():
-                log.error("error: %s", problem)
-            else:
-                print(f"error: {problem}", file=sys.stderr, flush=True)
+            print(f"error: {problem}", file=sys.stderr, flush=True)
+            if logged():
+                log.error("error: %s", problem, extra=FILE_ONLY)
         sys.exit(2)
 
 
@@ -60,21 +64,25 @@ def lost_rank(error: BaseException) -> bool:
 
 
 @contextmanager
-def lost_rank_exits(run_dir: str) -> Iterator[None]:
-    """Turn the error of a collective whose peer is gone into one line and exit 1."""
+def lost_rank_exits(resume_hint: str | None) -> Iterator[None]:
+    """Turn the error of a collective whose peer is gone into one line and exit 1 (or,
+    where this rank was signalled too, into the signal's stop)."""
     try:
         yield
     except RuntimeError as error:
         if not lost_rank(error):
             raise
         log.debug("lost contact with another rank", exc_info=error)
+        stop = signals.current()
+        if stop is not None and stop.received is not None:
+            # the other ranks stopped for the same signal, before this one
+            log.info("stopped by a signal while another rank was stopping: nothing saved")
+            sys.exit(stop.exit_status)
         (reason, *_) = str(error).strip().splitlines()
         log.error(
             "error: lost contact with another rank of this job (killed, crashed or cut off): %s",
             reason,
         )
-        log.info(
-            "checkpoints saved so far are intact; resume with: ckpt_path=last hydra.run.dir=%s",
-            run_dir,
-        )
+        if resume_hint:
+            log.info("checkpoints saved so far are intact; resume with: %s", resume_hint)
         sys.exit(1)

@@ -17,6 +17,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import lightning as L
 import lightning.pytorch.strategies.launchers.subprocess_script as subprocess_script
@@ -24,8 +25,12 @@ import torch
 import torch.distributed as dist
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_original_cwd
+from omegaconf import DictConfig, OmegaConf
 
 from scaletrain.utils.errors import lost_rank_exits
+from scaletrain.utils.quiet import set_verbosity
+from scaletrain.utils.record import RunRecord
+from scaletrain.utils.signals import DEFAULT_GRACE_PERIOD, EXIT_STATUS, stop_on_signals
 
 log = logging.getLogger("scaletrain")
 
@@ -67,8 +72,6 @@ def job_rank_command(module: str, local_rank: int) -> tuple[list[str], str]:
     command = [sys.executable, "-m", module, *job_overrides()]
     command += [
         f'hydra.run.dir="{output_dir}"',
-        # rank 0 already saved the job's config; each rank keeps a log of its own
-        "hydra.output_subdir=null",
         # one run, even where the job came from a sweep config (hparams_search sets MULTIRUN)
         "hydra.mode=RUN",
         f'hydra.job_logging.handlers.file.filename="{output_dir}/{log_name}"',
@@ -146,16 +149,34 @@ def exit_with_launcher(poll_seconds: float = 1.0) -> Iterator[None]:
         done.set()
 
 
+def started_by_lightning() -> bool:
+    """Whether Lightning's rank 0 started this process as one of its ranks."""
+    return local_rank() > 0 and LAUNCHER_PID in os.environ
+
+
 @contextmanager
-def rank_job(module: str) -> Iterator[None]:
-    """Run one job of ``module`` (a Hydra main) on this rank: Lightning starts the other
-    ranks with this job's overrides, the job leaves nothing behind for the next one, a
-    rank started by another process exits once that one is gone, and losing a rank is
-    a one-line error."""
+def rank_job(module: str, cfg: DictConfig, resume_hint: str | None = None) -> Iterator[RunRecord]:
+    """Run one job of ``module`` (a Hydra main) on this rank, yielding its run record.
+
+    Lightning starts the other ranks with this job's overrides; the job leaves nothing
+    behind for the next one; a rank started by another process exits once that one is
+    gone; SIGTERM and SIGINT end it promptly; losing a rank is a one-line error; and a
+    job that fails before its record is written removes the run directory it created.
+    """
+    set_verbosity(bool(cfg.get("verbose", False)))
+    record = RunRecord(Path(HydraConfig.get().runtime.output_dir))
+    grace = OmegaConf.select(cfg, "callbacks.checkpoint_on_preemption.grace_period", default=None)
+    # Ranks Lightning started exit with 0 on a signal: see scaletrain.utils.signals.
+    exit_status = 0 if started_by_lightning() else EXIT_STATUS
     launch_ranks_as_job(module)
     with (
         isolated_job(),
         exit_with_launcher(),
-        lost_rank_exits(HydraConfig.get().runtime.output_dir),
+        stop_on_signals(grace or DEFAULT_GRACE_PERIOD, exit_status),
+        lost_rank_exits(resume_hint),
     ):
-        yield
+        try:
+            yield record
+        except BaseException:
+            record.discard()
+            raise

@@ -153,11 +153,18 @@ def exit_on_unknown_overrides(config_dir: str, config_name: str, args: list[str]
         sys.exit(2)
 
 
-def command_line(config_name: str, main: Callable[[], object]) -> Callable[[], None]:
-    """The command-line entry point of the Hydra ``main`` for ``config_name``: every
-    unknown option or key is reported before Hydra starts (Hydra stops at the first)."""
+def command_line(
+    config_name: str,
+    main: Callable[[], object],
+    expand: Callable[[list[str]], list[str]] | None = None,
+) -> Callable[[], None]:
+    """The command-line entry point of the Hydra ``main`` for ``config_name``: the
+    arguments are first rewritten by ``expand`` (``resume=``), then every unknown option
+    or key is reported before Hydra starts (Hydra stops at the first)."""
 
     def run() -> None:
+        if expand is not None:
+            sys.argv[1:] = expand(sys.argv[1:])
         if local_rank() == 0:  # the other ranks run the same command line
             exit_on_unknown_overrides(CONFIG_DIR, config_name, sys.argv[1:])
         main()

@@ -10,6 +10,8 @@ from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
 
+from scaletrain.callbacks.checkpoints import best_checkpoint, latest_checkpoint
+
 
 def as_number(value: Any) -> float:
     """A logged metric (tensor or number) as a float."""
@@ -38,13 +40,13 @@ def write_json(path: Path, summary: dict[str, Any]) -> Path:
 
 def write_metrics_json(run_dir: Path, trainer: L.Trainer, metrics: dict[str, float]) -> Path:
     """Write ``metrics.json``: final metrics as numbers and the best checkpoint's path."""
-    checkpoint = trainer.checkpoint_callback
-    best_score = checkpoint.best_model_score if checkpoint else None
+    best, latest = best_checkpoint(trainer), latest_checkpoint(trainer)
+    best_score = best.best_model_score if best else None
     summary = {
         "metrics": metrics,
-        "best_checkpoint": (checkpoint.best_model_path or None) if checkpoint else None,
+        "best_checkpoint": (best.best_model_path or None) if best else None,
         "best_score": as_number(best_score) if best_score is not None else None,
-        "last_checkpoint": (checkpoint.last_model_path or None) if checkpoint else None,
+        "last_checkpoint": str(latest.path) if latest and latest.path.exists() else None,
         "epoch": trainer.current_epoch,
         "global_step": trainer.global_step,
     }

@@ -14,6 +14,7 @@ from scaletrain.parallel.strategy import (
     tensor_parallel_size,
     world_size,
 )
+from scaletrain.utils.settings import render, type_problems
 
 PRECISIONS = {
     "cpu": ("32-true", "64-true", "bf16-mixed", "bf16-true"),
@@ -26,30 +27,99 @@ def divisors(n: int) -> str:
     return ", ".join(str(d) for d in range(1, n + 1) if n % d == 0)
 
 
-def check_values(cfg: DictConfig) -> list[str]:
-    """Settings that are wrong on their own."""
+def positive_finite(value: float) -> bool:
+    return 0 < value < float("inf")
+
+
+def fraction_or_count(value: float) -> bool:
+    return 0 <= value <= 1 if isinstance(value, float) else value >= 0
+
+
+def interval(value: float) -> bool:
+    return 0 < value <= 1 if isinstance(value, float) else value >= 1
+
+
+# Settings whose type admits values that cannot work: (setting, test, what is valid).
+# Each test sees a value of the right type (the type check comes first); null is left
+# to the type check.
+LIMITS = (
+    ("data.batch_size", lambda v: v >= 1, "a positive integer"),
+    ("data.num_workers", lambda v: v >= 0, "0 (load in the main process) or more"),
+    ("data.context_length", lambda v: v >= 1, "a positive integer"),
+    ("data.val_fraction", lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
+    ("data.test_fraction", lambda v: 0 <= v < 1, "a fraction in [0, 1)"),
+    ("model.optimizer.lr", positive_finite, "a positive finite number"),
+    ("model.net.dim", lambda v: v >= 1, "a positive integer"),
+    ("model.net.num_layers", lambda v: v >= 1, "a positive integer"),
+    ("model.net.num_heads", lambda v: v >= 1, "a positive integer"),
+    ("model.net.hidden_dims", lambda v: all(w >= 1 for w in v), "a list of positive integers"),
+    ("trainer.max_epochs", lambda v: v >= -1, ">= 0 (or -1 for no limit)"),
+    ("trainer.max_steps", lambda v: v >= -1, ">= 0 (or -1 for no limit)"),
+    ("trainer.min_epochs", lambda v: v >= 0, ">= 0"),
+    ("trainer.num_nodes", lambda v: v >= 1, "a positive integer"),
+    ("trainer.accumulate_grad_batches", lambda v: v >= 1, "a positive integer"),
+    ("trainer.log_every_n_steps", lambda v: v >= 1, "a positive integer"),
+    ("trainer.check_val_every_n_epoch", lambda v: v >= 1, "a positive integer or null"),
+    ("trainer.num_sanity_val_steps", lambda v: v >= -1, ">= 0 (or -1 for every batch)"),
+    (
+        "trainer.val_check_interval",
+        interval,
+        "a fraction of an epoch in (0, 1] or a number of batches >= 1",
+    ),
+    ("trainer.limit_train_batches", fraction_or_count, "a fraction in [0, 1] or a count >= 0"),
+    ("trainer.limit_val_batches", fraction_or_count, "a fraction in [0, 1] or a count >= 0"),
+    ("trainer.limit_test_batches", fraction_or_count, "a fraction in [0, 1] or a count >= 0"),
+    ("trainer.gradient_clip_val", lambda v: v >= 0, ">= 0, or null for no clipping"),
+)
+
+
+def check_values(cfg: DictConfig, skip: set[str]) -> list[str]:
+    """Settings that are wrong on their own (those in ``skip`` already were reported)."""
     problems = []
-    batch_size = cfg.data.get("batch_size")
-    if not isinstance(batch_size, int) or batch_size < 1:
-        problems.append(f"data.batch_size={batch_size}: must be a positive integer")
-    lr = OmegaConf.select(cfg, "model.optimizer.lr")
-    if lr is not None and not (isinstance(lr, int | float) and 0 < lr < float("inf")):
-        problems.append(f"model.optimizer.lr={lr}: must be a positive finite number")
-    for key in ("trainer.max_epochs", "trainer.max_steps"):
-        value = OmegaConf.select(cfg, key)
-        if value is not None and value < -1:
-            problems.append(f"{key}={value}: must be >= 0 (or -1 for no limit)")
-    workers = cfg.data.get("num_workers", 0)
-    if not isinstance(workers, int) or workers < 0:
-        problems.append(f"data.num_workers={workers}: must be 0 (load in the main process) or more")
+    seed = cfg.get("seed")
+    if not isinstance(seed, int) or isinstance(seed, bool):
+        problems.append(f"seed={seed}: must be an integer")
+    for setting, test, valid in LIMITS:
+        value = OmegaConf.select(cfg, setting)
+        if value is None or setting in skip or isinstance(value, str | bool):
+            continue
+        if not test(value):
+            problems.append(f"{setting}={render(value)}: must be {valid}")
     data_context = cfg.data.get("context_length")
     model_context = OmegaConf.select(cfg, "model.net.context_length")
-    if data_context and model_context and data_context > model_context:
+    if (
+        isinstance(data_context, int)
+        and isinstance(model_context, int)
+        and (data_context > model_context)
+    ):
         problems.append(
             f"data.context_length={data_context}: longer than the model's "
             f"model.net.context_length={model_context}; valid: 1 to {model_context}"
         )
     return problems
+
+
+def check_monitor(cfg: DictConfig) -> list[str]:
+    """The metric that picks the best checkpoint (and stops early, and is optimized by
+    sweeps) is one the model logs."""
+    try:
+        logged = get_class(cfg.model._target_).LOGGED_METRICS
+    except Exception:  # a model class of the user's that does not declare its metrics
+        return []
+    monitor = OmegaConf.select(cfg, "monitor.metric")
+    settings = [("monitor.metric", monitor)]
+    for name, callback in (cfg.get("callbacks") or {}).items():
+        if isinstance(callback, DictConfig) and callback.get("monitor") not in (None, monitor):
+            settings.append((f"callbacks.{name}.monitor", callback.monitor))
+    optimized = cfg.get("optimized_metric")
+    if optimized not in (None, f"{monitor}_best"):
+        settings.append(("optimized_metric", optimized))
+    model = cfg.model._target_.rsplit(".", 1)[-1]
+    return [
+        f"{setting}={metric}: {model} never logs it; valid: {', '.join(logged)}"
+        for setting, metric in settings
+        if metric is not None and metric not in logged
+    ]
 
 
 def check_precision(cfg: DictConfig) -> list[str]:
@@ -159,11 +229,28 @@ def check_references(cfg: DictConfig) -> list[str]:
     return [f"{key} is required: set it on the command line, e.g. {key}=..." for key in missing]
 
 
+def setting_of(problem: str) -> str:
+    """The setting a problem line names: ``trainer.max_epochs`` of ``trainer.max_epochs=x: ...``."""
+    return problem.split("=", 1)[0].split(":", 1)[0]
+
+
 def validate(cfg: DictConfig) -> list[str]:
     """Every problem found in ``cfg``, one line each, naming the setting and what is valid."""
     unresolved = check_references(cfg)
     if unresolved:
         return unresolved  # later checks would trip over the missing values
+    precision = check_precision(cfg)  # a better message than the annotation's for precision
+    typed = [p for p in type_problems(cfg) if setting_of(p) not in map(setting_of, precision)]
+    mistyped = {setting_of(problem) for problem in typed + precision}
+    if mistyped & {"trainer.devices", "trainer.num_nodes", "data.batch_size"}:
+        parallel = []  # the sizes below are computed from these
+    else:
+        parallel = check_parallel_sizes(cfg)
     return (
-        check_values(cfg) + check_precision(cfg) + check_parallel_sizes(cfg) + check_data_files(cfg)
+        typed
+        + check_values(cfg, skip=mistyped)
+        + check_monitor(cfg)
+        + precision
+        + parallel
+        + check_data_files(cfg)
     )
