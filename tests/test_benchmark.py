@@ -41,3 +41,6 @@ def test_tiny_benchmark_writes_every_field(tmp_path):
     assert results["compile"]["tokens_per_sec_compiled"] > 0
     assert "| ddp 2 ranks / 1 rank, samples/s |" in results["table"]
     assert results["table"] in done.stdout
+    # tiny figures are labelled as what they are, never set beside a target
+    assert results["table"].startswith("--tiny: a smoke test")
+    assert "<= 1.15x" not in results["table"] and "(not comparable)" in results["table"]

@@ -13,6 +13,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from scaletrain.consolidate import is_sharded_checkpoint
 from scaletrain.data.digits import DigitsDataModule
 from scaletrain.models.classifier import Classifier
+from scaletrain.utils.tensorboard import event_dir
 from tests.conftest import run_cli
 
 STEPS_PER_EPOCH = 39  # digits train split (1,258) // global batch 32
@@ -31,7 +32,7 @@ def train_run(root, name, *overrides):
 
 
 def losses_by_step(run) -> dict[int, float]:
-    events = EventAccumulator(str(run.run_dir / "tensorboard"))
+    events = EventAccumulator(str(event_dir(run.run_dir)))
     events.Reload()
     return {event.step: event.value for event in events.Scalars("train/loss")}
 

@@ -10,6 +10,7 @@ import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from scaletrain.consolidate import consolidate, is_sharded_checkpoint
+from scaletrain.utils.tensorboard import event_dir
 from tests.conftest import run_cli
 
 STEPS = 6
@@ -57,7 +58,7 @@ def final_weights(run) -> dict[str, torch.Tensor]:
 
 
 def scalars(run, tag: str) -> list[float]:
-    events = EventAccumulator(str(run.run_dir / "tensorboard"))
+    events = EventAccumulator(str(event_dir(run.run_dir)))
     events.Reload()
     return [event.value for event in events.Scalars(tag)]
 

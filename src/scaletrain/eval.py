@@ -26,6 +26,7 @@ from scaletrain.utils.overrides import command_line
 from scaletrain.utils.record import RunRecord, recorded_config
 from scaletrain.utils.run import collect_metrics, write_json
 from scaletrain.utils.signals import Preempted
+from scaletrain.utils.tensorboard import end_session, start_session
 from scaletrain.utils.validate import validate
 
 log = logging.getLogger("scaletrain")
@@ -76,6 +77,8 @@ def evaluate(cfg: DictConfig, record: RunRecord) -> dict[str, float]:
     trainer = build_trainer(cfg, model)
     record.write(cfg)
     run_dir = record.run_dir
+    if trainer.is_global_zero:
+        start_session(trainer, cfg)
     if run_cfg is not None:
         log.info("model, data and test settings taken from the training run's config")
     loadable = loadable_checkpoint(str(ckpt_path), cfg.strategy.name in SHARDED, run_dir)
@@ -85,6 +88,7 @@ def evaluate(cfg: DictConfig, record: RunRecord) -> dict[str, float]:
         write_json(
             run_dir / "metrics.json", {"metrics": metrics, "checkpoint": str(ckpt_path.resolve())}
         )
+        end_session(trainer)
         log.info("run directory: %s", run_dir)
     wait_for_started_ranks(trainer)
     return metrics

@@ -31,8 +31,9 @@ from scaletrain.utils.overrides import command_line
 from scaletrain.utils.quiet import FILE_ONLY
 from scaletrain.utils.record import RunRecord, resume_command
 from scaletrain.utils.resume import expand_resume
-from scaletrain.utils.run import collect_metrics, log_hparams, write_metrics_json
+from scaletrain.utils.run import collect_metrics, write_metrics_json
 from scaletrain.utils.signals import EXIT_STATUS, Preempted
+from scaletrain.utils.tensorboard import end_session, start_session
 from scaletrain.utils.validate import validate
 
 log = logging.getLogger("scaletrain")
@@ -85,6 +86,7 @@ def train(cfg: DictConfig, record: RunRecord) -> dict[str, float]:
     # The preflight has passed: from here on, the attempt is part of the run's record.
     record.write(cfg)
     if trainer.is_global_zero:
+        start_session(trainer, cfg)
         log.info("run directory: %s", run_dir)
         if ckpt is not None and cfg.train:
             log.info("resuming from %s (step %s)", ckpt, checkpoint_step(Path(ckpt)))
@@ -114,7 +116,7 @@ def train(cfg: DictConfig, record: RunRecord) -> dict[str, float]:
     metrics = collect_metrics(fit_metrics, test_metrics)
     if trainer.is_global_zero:
         write_metrics_json(run_dir, trainer, metrics)
-        log_hparams(trainer, cfg, metrics)
+        end_session(trainer)
         log.info("run directory: %s", run_dir)
     wait_for_started_ranks(trainer)
     return metrics

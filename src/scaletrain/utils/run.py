@@ -1,4 +1,4 @@
-"""What a finished run leaves in its directory: metrics.json and TensorBoard hparams."""
+"""What a finished run leaves in its directory: metrics.json."""
 
 import json
 import math
@@ -6,9 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L
-from lightning.pytorch.loggers import TensorBoardLogger
-from omegaconf import DictConfig, OmegaConf
-from torch.utils.tensorboard.summary import hparams
 
 from scaletrain.callbacks.checkpoints import best_checkpoint, latest_checkpoint
 
@@ -51,34 +48,3 @@ def write_metrics_json(run_dir: Path, trainer: L.Trainer, metrics: dict[str, flo
         "global_step": trainer.global_step,
     }
     return write_json(run_dir / "metrics.json", summary)
-
-
-def flat_hparams(cfg: DictConfig) -> dict[str, Any]:
-    """The config as ``{"model.optimizer.lr": 0.001, ...}`` with TensorBoard-safe values."""
-    flat: dict[str, Any] = {}
-
-    def visit(node: Any, prefix: str) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                visit(value, f"{prefix}.{key}" if prefix else str(key))
-        elif isinstance(node, bool | int | float | str):
-            flat[prefix] = node
-        else:
-            flat[prefix] = str(node)
-
-    visit(OmegaConf.to_container(cfg, resolve=True), "")
-    return flat
-
-
-def log_hparams(trainer: L.Trainer, cfg: DictConfig, metrics: dict[str, float]) -> None:
-    """Record the run's config in TensorBoard's hparams view, tied to its final metrics.
-
-    The metric values are read by TensorBoard from the scalars already logged under the
-    same tags, so nothing is logged twice.
-    """
-    for logger in trainer.loggers:
-        if isinstance(logger, TensorBoardLogger):
-            writer = logger.experiment._get_file_writer()
-            for summary in hparams(flat_hparams(cfg), metrics):
-                writer.add_summary(summary)
-            writer.flush()
