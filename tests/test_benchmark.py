@@ -4,7 +4,11 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from tests.conftest import REPO
+
+pytestmark = pytest.mark.slow  # starts training runs as subprocesses
 
 
 def test_tiny_benchmark_writes_every_field(tmp_path):

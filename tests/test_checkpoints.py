@@ -16,6 +16,8 @@ from scaletrain.models.classifier import Classifier
 from scaletrain.utils.tensorboard import event_dir
 from tests.conftest import run_cli
 
+pytestmark = pytest.mark.slow  # starts training runs as subprocesses
+
 STEPS_PER_EPOCH = 39  # digits train split (1,258) // global batch 32
 TOLERANCE = 1e-5
 COMMON = ["trainer.log_every_n_steps=1"]

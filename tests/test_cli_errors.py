@@ -2,6 +2,8 @@
 
 import pytest
 
+pytestmark = pytest.mark.slow  # starts training runs as subprocesses
+
 
 def assert_short_error(run, *expected: str) -> None:
     assert run.returncode != 0

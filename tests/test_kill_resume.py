@@ -13,6 +13,8 @@ import torch
 from scaletrain.consolidate import consolidate, is_sharded_checkpoint
 from tests.conftest import run_cli, start_cli
 
+pytestmark = pytest.mark.slow  # starts training runs as subprocesses
+
 MAX_STEPS = 100  # 2.6 epochs of 39 steps: kills land mid-epoch and across epoch ends
 SAVE_EVERY_STEP = [
     "test=false",

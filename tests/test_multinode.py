@@ -5,11 +5,14 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from tests.conftest import QUIET, REPO
 from tests.test_parity import COMMON, TOLERANCE, final_weights, step_losses, train_run
 from tests.test_tensorboard_server import free_port
+
+pytestmark = pytest.mark.slow  # starts training runs as subprocesses
 
 
 def test_two_torchrun_nodes_match_single_process_training(tmp_path):

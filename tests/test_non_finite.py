@@ -10,6 +10,8 @@ import torch
 from scaletrain.callbacks.non_finite import NonFiniteGuard
 from scaletrain.utils.errors import ConfigError
 
+pytestmark = pytest.mark.slow  # starts training runs as subprocesses
+
 EXPLODE = ["model.optimizer.lr=1e30", "trainer.max_epochs=1"]
 EVERY_STEP = [
     "callbacks.last_checkpoint.every_n_train_steps=1",

@@ -13,6 +13,8 @@ from scaletrain.consolidate import consolidate, is_sharded_checkpoint
 from scaletrain.utils.tensorboard import event_dir
 from tests.conftest import run_cli
 
+pytestmark = pytest.mark.slow  # starts training runs as subprocesses
+
 STEPS = 6
 TOLERANCE = 1e-5
 COMMON = [

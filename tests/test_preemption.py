@@ -20,6 +20,8 @@ import torch
 
 from tests.conftest import resume_cli, start_cli
 
+pytestmark = pytest.mark.slow  # starts training runs as subprocesses
+
 TWO_RANKS = ["strategy=ddp", "trainer.devices=2"]
 LONG = ["trainer.max_epochs=1000", "callbacks.last_checkpoint.every_n_train_steps=5"]
 

@@ -11,10 +11,13 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import torch
 import yaml
 
 from tests.conftest import CLI_ENV, run_cli, start_cli
+
+pytestmark = pytest.mark.slow  # starts training runs as subprocesses
 
 STEPS_PER_EPOCH = 39  # the digits training split at the default global batch of 32
 

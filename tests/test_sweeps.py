@@ -16,6 +16,8 @@ from scaletrain.config import CONFIG_DIR
 from tests.conftest import QUIET
 from tests.test_parity import STRATEGIES
 
+pytestmark = pytest.mark.slow  # starts training runs as subprocesses
+
 SMALL = [
     "trainer.max_epochs=1",
     "trainer.limit_train_batches=4",

@@ -16,6 +16,8 @@ import pytest
 
 from tests.conftest import CLI_ENV, REPO
 
+pytestmark = pytest.mark.slow  # starts training runs as subprocesses
+
 QUIET = ["callbacks.rich_progress_bar=null", "trainer.enable_progress_bar=false"]
 GPT_SMALL = [
     "experiment=gpt_text",

@@ -12,6 +12,8 @@ from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 from scaletrain.utils.tensorboard import event_dir
 from tests.conftest import run_cli
 
+pytestmark = pytest.mark.slow  # starts training runs as subprocesses
+
 
 @pytest.fixture(scope="module")
 def default_run(tmp_path_factory):
@@ -31,6 +33,28 @@ def events(run_dir: Path) -> EventAccumulator:
 def test_default_run_reaches_the_target_accuracy(default_run):
     assert default_run.metrics["metrics"]["test/acc"] >= 0.95
     assert f"run directory: {default_run.run_dir}" in default_run.output
+
+
+def test_the_default_run_prints_the_net_the_test_metrics_and_its_directory_only(default_run):
+    # (the progress bar is off in these tests)
+    assert default_run.stderr == ""
+    lines = default_run.stdout.splitlines()
+    assert lines[0] == f"run directory: {default_run.run_dir}"
+    assert lines[1:4] == [
+        "MLP: 4.8 K parameters (0.02 MB, float32)",
+        "  blocks  1 x Sequential    4.2 K",
+        "  head    Linear              650",
+    ]
+    table = lines[4:-1]  # Lightning's table of the test metrics
+    assert len(table) == 6 and "test/acc" in table[3] and "test/loss" in table[4]
+    assert lines[-1] == f"run directory: {default_run.run_dir}"
+
+
+def test_verbose_keeps_what_the_libraries_say(train_cli):
+    run = train_cli("verbose=true", "trainer.max_epochs=1", "test=false")
+    assert run.returncode == 0, run.output
+    assert "GPU available: False" in run.output
+    assert "rank 0 model state:" in run.output  # a log-file line, on the console too
 
 
 def test_run_directory_holds_config_checkpoints_log_and_metrics(default_run):
@@ -70,7 +94,7 @@ def test_tensorboard_names_the_run_after_what_ran(default_run, train_cli):
     assert event_dir(default_run.run_dir).name == "mlp-digits"
     run = train_cli("model.optimizer.lr=3e-3", "trainer.max_epochs=1", "test=false")
     assert run.returncode == 0, run.output
-    assert event_dir(run.run_dir).name == "mlp-digits,lr=3e-3,max_epochs=1"
+    assert event_dir(run.run_dir).name == "mlp-digits,lr=3e-3,max_epochs=1,test=false"
 
 
 def test_eval_reproduces_the_training_test_accuracy(default_run, eval_cli):

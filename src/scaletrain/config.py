@@ -1,5 +1,6 @@
-"""Where the Hydra configs live (``conf/`` at the repository root), and the resolver
-that gives externally launched ranks (torchrun, srun) log files of their own."""
+"""Where the Hydra configs live (``conf/`` at the repository root), and the resolvers
+they use: log files of their own for externally launched ranks (torchrun, srun), and the
+run's name in TensorBoard."""
 
 import os
 from pathlib import Path
@@ -31,4 +32,12 @@ def is_global_rank_zero() -> bool:
     return launcher_rank() == 0 and node == 0 and int(os.environ.get("LOCAL_RANK", 0)) == 0
 
 
+def tensorboard_run_name() -> str:
+    """The run's name in TensorBoard (see :mod:`scaletrain.utils.tensorboard`)."""
+    from scaletrain.utils.tensorboard import run_name  # imported late: it needs the job
+
+    return run_name()
+
+
 OmegaConf.register_new_resolver("rank_log_name", rank_log_name, replace=True)
+OmegaConf.register_new_resolver("tensorboard_run_name", tensorboard_run_name, replace=True)

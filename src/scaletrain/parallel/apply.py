@@ -67,6 +67,10 @@ def parallelize(
     single-device and DDP runs."""
     if mesh is not None and mesh["tensor_parallel"].size() > 1:
         parallelize_module(net, mesh["tensor_parallel"], tensor_parallel_plan(net))
+        # A gradient norm is partial over both mesh dimensions; with the flattened mesh
+        # registered, DTensor reduces it in one all-reduce instead of two in sequence
+        # (which it warns may differ between ranks in the last bits).
+        mesh["data_parallel", "tensor_parallel"]._flatten()
     for block in net.blocks:
         if compile:
             # Compiling the forward (not the module) keeps the parameter names.

@@ -68,7 +68,10 @@ def first_overrides() -> list[str]:
 
 def run_name() -> str:
     """``gpt_text,lr=3e-3,strategy=ddp``: the experiment (or ``<model>-<data>``), then the
-    settings the first attempt's command line changed, by their shortest unique key."""
+    settings the first attempt's command line changed, by their shortest unique key
+    (``run`` for a config composed outside a Hydra job, as tests and benchmarks do)."""
+    if not HydraConfig.initialized():
+        return "run"
     hydra = HydraConfig.get()
     choices = hydra.runtime.choices
     experiment = choices.get("experiment")
@@ -139,5 +142,3 @@ def end_session(trainer: L.Trainer) -> None:
     *_, end = hparams({}, {})  # torch's session end says STATUS_SUCCESS
     _write(trainer, [end])
 
-
-OmegaConf.register_new_resolver("tensorboard_run_name", run_name, replace=True)
