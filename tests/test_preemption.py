@@ -128,8 +128,8 @@ def stop_within(job, seconds: float) -> float:
 
 @pytest.mark.parametrize(
     ("hook", "layout"),
-    [("setup", []), ("setup", TWO_RANKS), ("on_train_start", [])],
-    ids=["setup", "setup-ddp", "train-start"],
+    [("setup", []), ("setup", TWO_RANKS)],
+    ids=["setup", "setup-ddp"],
 )
 def test_a_signal_before_the_first_step_ends_the_run_at_once(tmp_path, hook, layout):
     job = start_stalled(tmp_path, hook, *layout)
