@@ -111,6 +111,15 @@ class Job:
         children = Path(f"/proc/{pid}/task/{pid}/children")
         return [pid, *(int(child) for child in children.read_text().split())]
 
+    def wait_for(self, condition, what: str, timeout: float = 120, poll: float = 0.01) -> None:
+        """Return once ``condition()`` holds; fail if the job ends first or ``timeout``
+        seconds pass (saying ``what`` did not happen)."""
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert self.process.poll() is None, self.output
+            assert time.monotonic() < deadline, what
+            time.sleep(poll)
+
     def signal_all(self, signum: int) -> None:
         os.killpg(self.process.pid, signum)
 

@@ -30,11 +30,7 @@ def start_training(tmp_path, *layout):
     """A long run, returned once it has trained a few steps on every rank."""
     job = start_cli("train", tmp_path / "run", f"paths.root_dir={tmp_path}", *layout, *LONG)
     last = job.run_dir / "checkpoints" / "last.ckpt"
-    deadline = time.monotonic() + 120
-    while not last.exists():
-        assert job.process.poll() is None, job.output
-        assert time.monotonic() < deadline, "training did not start"
-        time.sleep(0.1)
+    job.wait_for(last.exists, "training did not start", poll=0.1)
     return job
 
 
@@ -108,11 +104,7 @@ def start_stalled(tmp_path, hook: str, *overrides: str, **options):
         stall_at(hook, marker, **options),
         *overrides,
     )
-    deadline = time.monotonic() + 120
-    while not marker.exists():
-        assert job.process.poll() is None, job.output
-        assert time.monotonic() < deadline, f"the run never reached {hook}"
-        time.sleep(0.05)
+    job.wait_for(marker.exists, f"the run never reached {hook}", poll=0.05)
     return job
 
 

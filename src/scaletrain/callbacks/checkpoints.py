@@ -57,9 +57,6 @@ class LatestCheckpoint(Checkpoint):
         if fitting and moved_on and not trainer.sanity_checking and not trainer.fast_dev_run:
             self.save(trainer)
 
-    def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self.saved_step = None
-
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # a resume starts from what is already on disk
         self.saved_step = trainer.global_step if trainer.ckpt_path else None

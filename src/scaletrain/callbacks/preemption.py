@@ -29,7 +29,7 @@ log = logging.getLogger("scaletrain")
 class CheckpointOnPreemption(Callback):
     """Args:
     grace_period: seconds a training step may still take after the signal before
-        the run exits without saving (read by the job when it installs the handler).
+        the run exits without saving.
     """
 
     def __init__(self, grace_period: float = 30.0) -> None:
@@ -47,6 +47,11 @@ class CheckpointOnPreemption(Callback):
         if stop is not None:
             stop.install()  # again: Lightning has just replaced the SIGTERM handler
         return stop
+
+    def setup(self, trainer: L.Trainer, pl_module, stage: str) -> None:
+        stop = signals.current()
+        if stop is not None:
+            stop.grace_period = self.grace_period  # the default until the run gets here
 
     def on_fit_start(self, trainer: L.Trainer, pl_module) -> None:
         self.pending = None
@@ -126,4 +131,4 @@ class CheckpointOnPreemption(Callback):
             log.info("stopped by a signal at step %d: saved %s", step, path)
         elif trainer.is_global_zero:
             log.warning("stopped by a signal at step %d; no last_checkpoint callback to save", step)
-        raise signals.Preempted(step, stop.exit_status, saved=latest is not None)
+        raise signals.Preempted(stop.exit_status)

@@ -25,12 +25,12 @@ import torch
 import torch.distributed as dist
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_original_cwd
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from scaletrain.utils.errors import lost_rank_exits
 from scaletrain.utils.quiet import set_verbosity
 from scaletrain.utils.record import RunRecord
-from scaletrain.utils.signals import DEFAULT_GRACE_PERIOD, EXIT_STATUS, stop_on_signals
+from scaletrain.utils.signals import EXIT_STATUS, stop_on_signals
 
 log = logging.getLogger("scaletrain")
 
@@ -165,14 +165,13 @@ def rank_job(module: str, cfg: DictConfig, resume_hint: str | None = None) -> It
     """
     set_verbosity(bool(cfg.get("verbose", False)))
     record = RunRecord(Path(HydraConfig.get().runtime.output_dir))
-    grace = OmegaConf.select(cfg, "callbacks.checkpoint_on_preemption.grace_period", default=None)
     # Ranks Lightning started exit with 0 on a signal: see scaletrain.utils.signals.
     exit_status = 0 if started_by_lightning() else EXIT_STATUS
     launch_ranks_as_job(module)
     with (
         isolated_job(),
         exit_with_launcher(),
-        stop_on_signals(grace or DEFAULT_GRACE_PERIOD, exit_status),
+        stop_on_signals(exit_status),
         lost_rank_exits(resume_hint),
     ):
         try:

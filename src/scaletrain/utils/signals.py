@@ -36,13 +36,7 @@ DEFAULT_GRACE_PERIOD = 30.0  # seconds
 
 
 class Preempted(SIGTERMException):
-    """Raised on a rank that stops because of a signal; ``step`` is the last step trained
-    (saved when ``saved``), ``code`` the exit status."""
-
-    def __init__(self, step: int | None, exit_status: int, saved: bool = False) -> None:
-        super().__init__(exit_status)  # SystemExit.code
-        self.step = step
-        self.saved = saved
+    """Raised on a rank that stops because of a signal; ``code`` is the exit status."""
 
 
 class SignalStop:
@@ -78,7 +72,7 @@ class SignalStop:
         """Stop without saving: there is no step end to wait for."""
         name = signal.Signals(self.received or signal.SIGTERM).name
         log.info("stopped by %s outside a training step: nothing saved", name)
-        raise Preempted(None, self.exit_status)
+        raise Preempted(self.exit_status)
 
     # -- in the watcher thread, whatever the main thread is doing -----------------------
     def _watch(self, reader: socket.socket) -> None:
@@ -175,10 +169,11 @@ def current() -> SignalStop | None:
 
 
 @contextmanager
-def stop_on_signals(grace_period: float, exit_status: int = EXIT_STATUS) -> Iterator[SignalStop]:
-    """Handle SIGTERM and SIGINT as this module describes for the duration of one job."""
+def stop_on_signals(exit_status: int = EXIT_STATUS) -> Iterator[SignalStop]:
+    """Handle SIGTERM and SIGINT as this module describes for the duration of one job (the
+    preemption callback sets the grace period once the run has set up its callbacks)."""
     global _current
-    stop = SignalStop(grace_period, exit_status)
+    stop = SignalStop(exit_status=exit_status)
     stop.install()
     _current = stop
     try:

@@ -141,4 +141,3 @@ def end_session(trainer: L.Trainer) -> None:
     """Mark the run's HPARAMS entry as finished successfully."""
     *_, end = hparams({}, {})  # torch's session end says STATUS_SUCCESS
     _write(trainer, [end])
-
