@@ -29,8 +29,8 @@ from lightning.pytorch.callbacks import Callback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from scaletrain.config import CONFIG_DIR
-from scaletrain.train import build_trainer
-from scaletrain.utils.tensorboard import event_dir
+from scaletrain.config.build import build_trainer
+from scaletrain.reporting.tensorboard import event_dir
 
 # The workloads: overrides of the train config. Each is sized so that a step does real
 # work (tens to hundreds of milliseconds on a CPU core), as in actual training.

@@ -21,9 +21,10 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback, Checkpoint, ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 
-log = logging.getLogger("scaletrain")
+from scaletrain import compat
+from scaletrain.checkpoint.contents import LAST
 
-LAST = "last.ckpt"
+log = logging.getLogger("scaletrain")
 
 
 class LatestCheckpoint(Checkpoint):
@@ -69,7 +70,7 @@ class LatestCheckpoint(Checkpoint):
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         # A validation at the end of the epoch is followed by on_train_epoch_end, where
         # ModelCheckpoint records that validation's best score first: save there.
-        if not trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+        if not compat.at_last_batch_of_epoch(trainer):
             self._save_if_new(trainer)
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:

@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch.distributed.tensor import DTensor
 
-from scaletrain.utils.quiet import FILE_ONLY
+from scaletrain.runtime.quiet import FILE_ONLY
 
 log = logging.getLogger("scaletrain")
 

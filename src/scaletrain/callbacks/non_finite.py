@@ -13,7 +13,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch.distributed.tensor import DTensor
 
-from scaletrain.utils.errors import ConfigError
+from scaletrain.errors import ConfigError
 
 log = logging.getLogger("scaletrain")
 ACTIONS = ("stop", "skip")
@@ -32,7 +32,8 @@ def local_gradients_finite(module: torch.nn.Module) -> bool:
     ]
     if not grads:
         return True
-    return bool(torch.isfinite(torch.stack(torch._foreach_norm(grads))).all())
+    # one flag per tensor, then one host sync; exact (a norm could overflow to inf)
+    return bool(torch.stack([torch.isfinite(grad).all() for grad in grads]).all())
 
 
 class NonFiniteGuard(Callback):
@@ -48,9 +49,8 @@ class NonFiniteGuard(Callback):
         self.skipped = 0
 
     def on_before_optimizer_step(self, trainer: L.Trainer, pl_module, optimizer) -> None:
-        bad = torch.tensor(0.0 if local_gradients_finite(pl_module) else 1.0)
-        bad = trainer.strategy.reduce(bad.to(pl_module.device), reduce_op="sum")
-        if bad.item() == 0:
+        bad = not local_gradients_finite(pl_module)
+        if not trainer.strategy.reduce_boolean_decision(bad, all=False):  # any rank
             return
         where = f"step {trainer.global_step} (epoch {trainer.current_epoch})"
         if self.action == "stop":

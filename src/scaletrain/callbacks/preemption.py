@@ -3,7 +3,7 @@ every rank after the same training step (the next or the one after), saves last.
 there and ends the run with status 143; ``python -m scaletrain.train resume=<run dir>``
 continues from it.
 
-The signal handler (:mod:`scaletrain.utils.signals`) only records the signal while steps
+The signal handler (:mod:`scaletrain.runtime.signals`) only records the signal while steps
 run. After each step the ranks agree, through an all-reduce of that record, whether any
 of them was signalled, so they all stop at the same step and reach the checkpoint's
 collectives together, whichever rank the signal reached. (Lightning's own SIGTERM
@@ -21,7 +21,7 @@ import torch.distributed as dist
 from lightning.pytorch.callbacks import Callback
 
 from scaletrain.callbacks.checkpoints import latest_checkpoint
-from scaletrain.utils import signals
+from scaletrain.runtime import signals
 
 log = logging.getLogger("scaletrain")
 

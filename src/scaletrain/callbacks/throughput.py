@@ -13,7 +13,7 @@ import torch
 from lightning.fabric.utilities.throughput import get_available_flops
 from lightning.pytorch.callbacks import Callback
 
-from scaletrain.parallel.strategy import data_parallel_layout
+from scaletrain.parallel.layout import data_parallel_rank
 
 
 def peak_memory_bytes(device: torch.device) -> int:
@@ -40,7 +40,13 @@ def compute_dtype(precision: str) -> torch.dtype:
 class Throughput(Callback):
     """Logs samples/s and tokens/s (global, all data-parallel ranks), seconds per step,
     every rank's peak memory, and model FLOPs utilization where the device's peak is
-    known (training FLOPs estimated as 6 x parameters x tokens)."""
+    known (training FLOPs estimated as 6 x parameters x tokens).
+
+    Lightning's ``ThroughputMonitor`` measures the same on rank 0 alone, but it
+    synchronizes the GPU after every batch (to read the clock per batch), which costs
+    throughput on the very runs being measured; timing whole windows needs one
+    synchronization per window. Its ``get_available_flops`` table gives the peak here.
+    """
 
     def __init__(self) -> None:
         self.window_start: float | None = None
@@ -56,7 +62,7 @@ class Throughput(Callback):
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx) -> None:
         inputs = batch[0]
-        replicas, _ = data_parallel_layout(trainer.strategy)
+        replicas, _ = data_parallel_rank(trainer.strategy)
         self.window_samples += inputs.shape[0] * replicas
         # Integer inputs are token ids (language models): every id is a token.
         if not torch.is_floating_point(inputs):

@@ -6,9 +6,10 @@ from collections.abc import Callable
 import lightning as L
 from torch.utils.data import DataLoader
 
+from scaletrain import compat
 from scaletrain.data.datasets import BatchIndexedTensors
 from scaletrain.data.sampler import GlobalBatchSampler
-from scaletrain.parallel.strategy import data_parallel_layout
+from scaletrain.parallel.layout import data_parallel_rank
 
 
 class ResumableDataLoader(DataLoader):
@@ -17,6 +18,12 @@ class ResumableDataLoader(DataLoader):
     Lightning stores ``state_dict()`` with every checkpoint and, on a resume, hands it to
     ``load_state_dict()``: the epoch then continues after the batches already trained on
     instead of starting over, so no sample is skipped or seen twice.
+
+    torchdata's ``StatefulDataLoader`` does the same for any sampler, but it counts the
+    batches the loader has handed out (Lightning's loop fetches one ahead of the batch it
+    trains on) and, for a sampler without state, fast-forwards by iterating it. Here the
+    count is the batches the Trainer has trained on, and the global-batch sampler jumps to
+    the next one by index; no extra dependency is needed.
     """
 
     def __init__(self, *args, trained_batches: Callable[[], int], **kwargs) -> None:
@@ -59,10 +66,10 @@ class ShardedDataModule(L.LightningDataModule, ABC):
 
     def trained_batches(self) -> int:
         """Batches of the current epoch the Trainer has trained on so far."""
-        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
+        return compat.batches_trained_this_epoch(self.trainer)
 
     def _loader(self, split: str, train: bool) -> DataLoader:
-        num_replicas, rank = data_parallel_layout(self.trainer.strategy if self.trainer else None)
+        num_replicas, rank = data_parallel_rank(self.trainer.strategy if self.trainer else None)
         sampler = GlobalBatchSampler(
             num_samples=len(self.splits[split]),
             global_batch_size=self.batch_size,

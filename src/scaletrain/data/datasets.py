@@ -3,9 +3,7 @@
 import torch
 from torch.utils.data import Dataset
 
-from scaletrain.data.sampler import PAD_INDEX
-
-IGNORE_INDEX = -100  # cross-entropy and accuracy skip targets with this value
+from scaletrain.conventions import IGNORE_INDEX, PAD_INDEX
 
 
 class BatchIndexedTensors(Dataset):

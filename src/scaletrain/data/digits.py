@@ -6,7 +6,7 @@ from sklearn.datasets import load_digits
 from scaletrain.data.base import ShardedDataModule
 from scaletrain.data.datasets import BatchIndexedTensors
 from scaletrain.data.splits import random_split_indices
-from scaletrain.utils.errors import check_shape
+from scaletrain.errors import check_shape
 
 
 class DigitsDataModule(ShardedDataModule):

@@ -13,7 +13,7 @@ from scaletrain.data.base import ShardedDataModule
 from scaletrain.data.datasets import BatchIndexedTensors
 from scaletrain.data.idx import read_idx
 from scaletrain.data.splits import random_split_indices
-from scaletrain.utils.errors import check_shape
+from scaletrain.errors import check_shape
 
 log = logging.getLogger(__name__)
 

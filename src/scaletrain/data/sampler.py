@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import torch
 from torch.utils.data import Sampler
 
-PAD_INDEX = -1
+from scaletrain.conventions import PAD_INDEX
 
 
 class GlobalBatchSampler(Sampler[list[int]]):

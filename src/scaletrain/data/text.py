@@ -13,7 +13,7 @@ from omegaconf import DictConfig
 from scaletrain.data.base import ShardedDataModule
 from scaletrain.data.datasets import BatchIndexedTensors
 from scaletrain.data.splits import random_split_indices
-from scaletrain.utils.errors import ConfigError, check_shape
+from scaletrain.errors import ConfigError, check_shape
 
 BYTE_VOCAB_SIZE = 256
 

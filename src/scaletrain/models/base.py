@@ -10,8 +10,7 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 from torchmetrics import MeanMetric
 
-from scaletrain.callbacks.checkpoints import best_checkpoint
-from scaletrain.data.datasets import IGNORE_INDEX
+from scaletrain.conventions import IGNORE_INDEX
 from scaletrain.parallel.apply import FSDPOptions, parallelize
 
 
@@ -131,7 +130,7 @@ class ScaleModule(L.LightningModule):
         """Start tracking the best validation value afresh, or, on a resume, from the best
         score the checkpoint callback restored (sanity-check values never count)."""
         best_metric.reset()
-        checkpoint = best_checkpoint(self.trainer)
+        checkpoint = self.trainer.checkpoint_callback  # the best-checkpoint callback
         if (
             self.trainer.ckpt_path
             and checkpoint is not None

@@ -4,7 +4,7 @@ import torch
 from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassAccuracy
 
-from scaletrain.data.datasets import IGNORE_INDEX
+from scaletrain.conventions import IGNORE_INDEX
 from scaletrain.models.base import ScaleModule
 
 

@@ -19,6 +19,7 @@ from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, fully
 from torch.distributed.tensor.parallel import parallelize_module
 from torch.utils.checkpoint import checkpoint
 
+from scaletrain import compat
 from scaletrain.parallel.plans import tensor_parallel_plan
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -70,7 +71,7 @@ def parallelize(
         # A gradient norm is partial over both mesh dimensions; with the flattened mesh
         # registered, DTensor reduces it in one all-reduce instead of two in sequence
         # (which it warns may differ between ranks in the last bits).
-        mesh["data_parallel", "tensor_parallel"]._flatten()
+        compat.flatten_mesh(mesh, ("data_parallel", "tensor_parallel"))
     for block in net.blocks:
         if compile:
             # Compiling the forward (not the module) keeps the parameter names.

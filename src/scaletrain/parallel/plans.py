@@ -14,13 +14,14 @@ from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.tensor import DTensor, Replicate, distribute_module
 from torch.distributed.tensor.parallel import ColwiseParallel, ParallelStyle, RowwiseParallel
 
+from scaletrain import compat
 from scaletrain.nets.gpt import GPT
 from scaletrain.nets.mlp import MLP
 
 Plan = dict[str, ParallelStyle]
 
 
-class ReplicateParallel(ParallelStyle):
+class ReplicateParallel(compat.CustomParallelStyle):
     """Keep a small module whole on every device of the group, as a replicated DTensor.
 
     Its inputs and outputs stay plain tensors. Every parameter then lives on the same
@@ -47,7 +48,7 @@ class ReplicateParallel(ParallelStyle):
     def _output_to_local(module: nn.Module, output: DTensor, mesh: DeviceMesh) -> torch.Tensor:
         return output.to_local()
 
-    def _apply(self, module: nn.Module, device_mesh: DeviceMesh) -> nn.Module:
+    def apply(self, module: nn.Module, device_mesh: DeviceMesh) -> nn.Module:
         return distribute_module(
             module,
             device_mesh,

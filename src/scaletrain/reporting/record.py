@@ -16,8 +16,8 @@ import yaml
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from scaletrain.config import is_global_rank_zero
-from scaletrain.utils.atomic import write_file_atomically
+from scaletrain.checkpoint.atomic import write_file_atomically
+from scaletrain.runtime.ranks import is_global_rank_zero
 
 RECORD_DIR = ".hydra"
 FILES = ("config.yaml", "hydra.yaml", "overrides.yaml")

@@ -9,6 +9,8 @@ import lightning as L
 
 from scaletrain.callbacks.checkpoints import best_checkpoint, latest_checkpoint
 
+METRICS_FILE = "metrics.json"
+
 
 def as_number(value: Any) -> float:
     """A logged metric (tensor or number) as a float."""
@@ -35,11 +37,12 @@ def write_json(path: Path, summary: dict[str, Any]) -> Path:
     return path
 
 
-def write_metrics_json(run_dir: Path, trainer: L.Trainer, metrics: dict[str, float]) -> Path:
-    """Write ``metrics.json``: final metrics as numbers and the best checkpoint's path."""
+def training_summary(trainer: L.Trainer, metrics: dict[str, float]) -> dict[str, Any]:
+    """What a training run's ``metrics.json`` holds: the final metrics as numbers, the best
+    checkpoint's path and score, the last checkpoint, and where training stopped."""
     best, latest = best_checkpoint(trainer), latest_checkpoint(trainer)
     best_score = best.best_model_score if best else None
-    summary = {
+    return {
         "metrics": metrics,
         "best_checkpoint": (best.best_model_path or None) if best else None,
         "best_score": as_number(best_score) if best_score is not None else None,
@@ -47,4 +50,3 @@ def write_metrics_json(run_dir: Path, trainer: L.Trainer, metrics: dict[str, flo
         "epoch": trainer.current_epoch,
         "global_step": trainer.global_step,
     }
-    return write_json(run_dir / "metrics.json", summary)

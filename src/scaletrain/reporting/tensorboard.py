@@ -21,13 +21,14 @@ from typing import Any
 
 import lightning as L
 from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
 from lightning.pytorch.loggers import TensorBoardLogger
 from omegaconf import DictConfig, OmegaConf
 from torch.utils.tensorboard.summary import hparams
 from torch.utils.tensorboard.writer import FileWriter
 
-from scaletrain.parallel.strategy import world_size
-from scaletrain.utils.record import recorded_overrides
+from scaletrain.parallel.layout import world_size
+from scaletrain.reporting.record import recorded_overrides
 
 # Overrides that do not change what a run computes, left out of its name and settings.
 NOT_SETTINGS = (
@@ -44,9 +45,11 @@ MAX_NAME = 120
 
 
 def parse_override(text: str) -> tuple[str, str]:
-    """``("model.optimizer.lr", "3e-3")`` of ``model.optimizer.lr=3e-3`` (``+``/``~`` dropped)."""
-    key, _, value = text.lstrip("+~").partition("=")
-    return key.split("@")[0], value
+    """``("model.optimizer.lr", "3e-3")`` of ``model.optimizer.lr=3e-3``: the key as Hydra's
+    parser reads it (``+``, ``~`` and ``@package`` dropped), the value as typed."""
+    (override,) = OverridesParser.create().parse_overrides([text])
+    _, _, value = text.partition("=")  # a key never holds "=": the rest is the value
+    return override.key_or_group, value
 
 
 def setting_overrides(overrides: list[str]) -> list[tuple[str, str]]:

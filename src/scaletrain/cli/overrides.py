@@ -10,18 +10,20 @@ really have. Anything it cannot judge is left to Hydra.
 """
 
 import difflib
+import inspect
 import sys
-from collections.abc import Callable
+from functools import cache
 from pathlib import Path
 
+import lightning as L
 from hydra import compose, initialize_config_dir
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from hydra.errors import HydraException
-from omegaconf import DictConfig, ListConfig
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from scaletrain import compat
 from scaletrain.config import CONFIG_DIR
-from scaletrain.utils.launch import local_rank
 
 # Hydra's own flags; with any but these, the overrides are left to Hydra alone.
 PLAIN_FLAGS = ("-m", "--multirun")
@@ -63,12 +65,12 @@ def known_key(cfg: DictConfig, key: str, groups: list[str]) -> str | None:
             node = node[int(part)]
             continue
         if isinstance(node, DictConfig) and part in node.keys():  # noqa: SIM118 (`in node` skips ??? values)
-            node = node._get_node(part)
+            node = compat.child_node(node, part)
             continue
         parent = ".".join(parts[:depth])
         if isinstance(node, ListConfig):
             return f"{key}: {parent} is a list of {len(node)}; valid indices: 0 to {len(node) - 1}"
-        if not isinstance(node, DictConfig) or node._is_none():
+        if not isinstance(node, DictConfig) or compat.is_none_node(node):
             return f"{key}: {parent} is a single value, not settings; set {parent}=... instead"
         siblings = sorted({str(k) for k in node} | set(groups if depth == 0 else []))
         (match, *_) = difflib.get_close_matches(part, siblings, n=1, cutoff=0.6) or [None]
@@ -153,20 +155,34 @@ def exit_on_unknown_overrides(config_dir: str, config_name: str, args: list[str]
         sys.exit(2)
 
 
-def command_line(
-    config_name: str,
-    main: Callable[[], object],
-    expand: Callable[[list[str]], list[str]] | None = None,
-) -> Callable[[], None]:
-    """The command-line entry point of the Hydra ``main`` for ``config_name``: the
-    arguments are first rewritten by ``expand`` (``resume=``), then every unknown option
-    or key is reported before Hydra starts (Hydra stops at the first)."""
+@cache
+def trainer_arguments() -> frozenset[str]:
+    """The arguments of Lightning's Trainer that the trainer config does not list; the
+    ones it sets itself from other groups (strategy, callbacks, loggers) left out."""
+    listed = OmegaConf.load(Path(CONFIG_DIR) / "trainer" / "default.yaml").keys()
+    own = {"strategy", "callbacks", "logger", "plugins"}
+    return frozenset(set(inspect.signature(L.Trainer).parameters) - set(listed) - own)
 
-    def run() -> None:
-        if expand is not None:
-            sys.argv[1:] = expand(sys.argv[1:])
-        if local_rank() == 0:  # the other ranks run the same command line
-            exit_on_unknown_overrides(CONFIG_DIR, config_name, sys.argv[1:])
-        main()
 
-    return run
+def add_trainer_arguments(args: list[str]) -> list[str]:
+    """``trainer.<arg>=...`` for any argument of Lightning's Trainer, as a Lightning user
+    expects, though the trainer config lists only the common ones: such an override is
+    passed on as ``++trainer.<arg>=...`` (set, or add where the config lacks it)."""
+    rewritten = []
+    for arg in args:
+        key, equals, _ = arg.partition("=")
+        parts = key.split(".")
+        if equals and len(parts) == 2 and parts[0] == "trainer" and parts[1] in trainer_arguments():
+            arg = f"++{arg}"
+        rewritten.append(arg)
+    return rewritten
+
+
+def check_command_line(config_name: str, args: list[str], report: bool = True) -> list[str]:
+    """The command line's arguments, any Trainer argument made settable; where ``report``
+    (one process per machine: the other ranks run the same command line), every unknown
+    option or key is printed and the command exits with status 2."""
+    args = add_trainer_arguments(args)
+    if report:
+        exit_on_unknown_overrides(CONFIG_DIR, config_name, args)
+    return args

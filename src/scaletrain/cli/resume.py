@@ -12,7 +12,7 @@ from pathlib import Path
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 
-from scaletrain.utils.record import recorded_overrides
+from scaletrain.reporting.record import recorded_overrides
 
 RESUME = "resume="
 # Set by the resume itself, never carried over from the run's record.

@@ -5,9 +5,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import yaml
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
+
+from scaletrain.reporting.record import recorded_overrides
 
 log = logging.getLogger("scaletrain")
 
@@ -22,8 +23,7 @@ def collect_jobs(sweep_dir: Path) -> list[dict[str, Any]]:
 
     for metrics_file in sorted(sweep_dir.glob("*/metrics.json"), key=job_number):
         job_dir = metrics_file.parent
-        overrides_file = job_dir / ".hydra" / "overrides.yaml"
-        overrides = yaml.safe_load(overrides_file.read_text()) if overrides_file.is_file() else []
+        overrides = recorded_overrides(job_dir, attempt=0) or []  # the sweeper's choice
         summary = json.loads(metrics_file.read_text())
         jobs.append({"job": job_dir.name, "overrides": overrides, **summary})
     return jobs

@@ -1,30 +1,22 @@
 """Preflight checks: a pure function of the composed config, run before the Trainer
 starts any worker process. Every problem is reported at once, one line each."""
 
-import torch
-from hydra.utils import get_class
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+
+from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import InterpolationResolutionError
+from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
 
+from scaletrain.config.build import lightning_objection
+from scaletrain.config.settings import render, type_problems
+from scaletrain.parallel.layout import ParallelLayout, accelerator_type, divisors, world_size
 from scaletrain.parallel.plans import split_sizes
-from scaletrain.parallel.strategy import (
-    STRATEGIES,
-    accelerator_type,
-    data_parallel_size,
-    tensor_parallel_size,
-    world_size,
-)
-from scaletrain.utils.settings import render, type_problems
+from scaletrain.parallel.strategy import build_strategy
 
-PRECISIONS = {
-    "cpu": ("32-true", "64-true", "bf16-mixed", "bf16-true"),
-    "gpu": ("32-true", "64-true", "16-mixed", "16-true", "bf16-mixed", "bf16-true"),
-}
-ALIASES = {"32": "32-true", "64": "64-true", "16": "16-mixed", "bf16": "bf16-mixed"}
-
-
-def divisors(n: int) -> str:
-    return ", ".join(str(d) for d in range(1, n + 1) if n % d == 0)
+# The settings Lightning's Trainer resolves and checks itself when it is built.
+DEVICE_SETTINGS = ("accelerator", "devices", "num_nodes", "precision")
 
 
 def positive_finite(value: float) -> bool:
@@ -80,13 +72,13 @@ def check_values(cfg: DictConfig, skip: set[str]) -> list[str]:
     if not isinstance(seed, int) or isinstance(seed, bool):
         problems.append(f"seed={seed}: must be an integer")
     for setting, test, valid in LIMITS:
-        value = OmegaConf.select(cfg, setting)
+        value = resolved(cfg, setting)
         if value is None or setting in skip or isinstance(value, str | bool):
             continue
         if not test(value):
             problems.append(f"{setting}={render(value)}: must be {valid}")
-    data_context = cfg.data.get("context_length")
-    model_context = OmegaConf.select(cfg, "model.net.context_length")
+    data_context = resolved(cfg, "data.context_length")
+    model_context = resolved(cfg, "model.net.context_length")
     if (
         isinstance(data_context, int)
         and isinstance(model_context, int)
@@ -122,22 +114,56 @@ def check_monitor(cfg: DictConfig) -> list[str]:
     ]
 
 
-def check_precision(cfg: DictConfig) -> list[str]:
-    """A precision the accelerator can run."""
-    precision = ALIASES.get(str(cfg.trainer.precision), str(cfg.trainer.precision))
-    accelerator = accelerator_type(cfg.trainer)
-    valid = PRECISIONS.get(accelerator, PRECISIONS["cpu"])
-    if accelerator == "gpu" and torch.cuda.is_available() and not torch.cuda.is_bf16_supported():
-        valid = tuple(p for p in valid if not p.startswith("bf16"))
-    if precision not in valid:
-        return [
-            f"trainer.precision={cfg.trainer.precision}: not supported on {accelerator}; "
-            f"valid: {', '.join(valid)}"
-        ]
+@contextmanager
+def quiet_lightning() -> Iterator[None]:
+    """Silence the Trainer's information lines (devices, precision): the real Trainer,
+    built once the preflight has passed, says them once."""
+    logger = logging.getLogger("lightning.pytorch.utilities.rank_zero")
+    level = logger.level
+    logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def check_trainer(cfg: DictConfig) -> tuple[list[str], ParallelLayout | None]:
+    """What Lightning's Trainer refuses among its arguments (devices, accelerator, precision
+    and the rest), found by building it without callbacks or loggers, which starts no
+    process; and the parallel layout on the number of processes Lightning resolved."""
+    try:
+        layout = ParallelLayout.of(cfg.strategy, world_size(cfg.trainer))
+        problems = layout.problems(
+            cfg.strategy.name,
+            resolved(cfg, "data.batch_size"),
+            devices=f"trainer.devices={render(cfg.trainer.devices)}",
+        )
+        strategy = "auto" if problems else build_strategy(cfg.strategy, layout)[0]
+        with quiet_lightning():
+            instantiate(
+                cfg.trainer,
+                strategy=strategy,
+                callbacks=[],
+                logger=False,
+                enable_checkpointing=False,
+            )
+    except Exception as error:
+        objection = lightning_objection(error)
+        if objection is None:
+            raise
+        settings = ", ".join(f"{key}={cfg.trainer.get(key)}" for key in DEVICE_SETTINGS)
+        (message,) = objection.problems
+        return [message.replace("trainer:", f"trainer ({settings}):", 1)], None
+    return problems, (None if problems else layout)
+
+
+def check_strategy_options(cfg: DictConfig) -> list[str]:
+    """The sharded strategies' own options."""
     problems = []
     mixed = cfg.strategy.get("mixed_precision")
     if mixed is not None and mixed not in ("bf16", "fp16", "fp32"):
         problems.append(f"strategy.mixed_precision={mixed}: valid: null, bf16, fp16, fp32")
+    accelerator = accelerator_type(cfg.trainer)
     if cfg.strategy.get("cpu_offload") and accelerator != "gpu":
         problems.append(
             "strategy.cpu_offload=true: offloads from GPU memory, but this run is on "
@@ -146,61 +172,18 @@ def check_precision(cfg: DictConfig) -> list[str]:
     return problems
 
 
-def check_parallel_sizes(cfg: DictConfig) -> list[str]:
-    """The strategy, the world size, the tensor-parallel degree and the global batch agree."""
-    name = cfg.strategy.name
-    if name not in STRATEGIES:
-        return [f"strategy.name={name}: unknown; valid: {', '.join(STRATEGIES)}"]
-    world = world_size(cfg.trainer)
-    if world is None:
-        return [f"trainer.devices={cfg.trainer.devices}: give a number of devices, a list, or auto"]
-    devices = cfg.trainer.devices
-    if accelerator_type(cfg.trainer) == "gpu" and isinstance(devices, int):
-        available = torch.cuda.device_count()
-        if available == 0:
-            return [
-                f"trainer.accelerator={cfg.trainer.accelerator}: this machine has no GPU; "
-                "use trainer=cpu"
-            ]
-        if devices > available:
-            return [
-                f"trainer.devices={devices}: this machine has {available} GPU(s); "
-                f"valid: 1 to {available}, or trainer=cpu"
-            ]
-    if name == "auto" and world > 1:
-        return [
-            f"trainer.devices={cfg.trainer.devices}: strategy=auto runs one process; "
-            f"use strategy=ddp, fsdp or model_sharded for {world} processes"
-        ]
-    tp = tensor_parallel_size(cfg.strategy)
-    if name != "model_sharded" and tp != 1:
-        return [
-            f"strategy.tensor_parallel_size={tp}: only model_sharded splits the model; "
-            f"use strategy=model_sharded or 1"
-        ]
-    if tp < 1 or world % tp:
-        return [
-            f"strategy.tensor_parallel_size={tp}: must divide the world size {world} "
-            f"(trainer.devices x trainer.num_nodes); valid: {divisors(world)}"
-        ]
-    problems = []
-    if tp > 1:
-        for setting, size in split_sizes(
-            OmegaConf.to_container(cfg.model.net, resolve=True)
-        ).items():
-            if size % tp:
-                problems.append(
-                    f"strategy.tensor_parallel_size={tp} does not divide "
-                    f"{setting}={size}; valid: {divisors(size)}"
-                )
-    data_parallel = data_parallel_size(cfg.strategy, world)
-    batch_size = cfg.data.batch_size
-    if isinstance(batch_size, int) and batch_size % data_parallel:
-        problems.append(
-            f"data.batch_size={batch_size}: the global batch must divide by the "
-            f"data-parallel size {data_parallel} (world {world} / tensor parallel {tp})"
-        )
-    return problems
+def check_tensor_parallel_split(cfg: DictConfig, layout: ParallelLayout) -> list[str]:
+    """The tensor-parallel degree divides every size the net splits."""
+    tp = layout.tensor_parallel_size
+    if tp == 1:
+        return []
+    net = OmegaConf.to_container(cfg.model.net, resolve=True)
+    return [
+        f"strategy.tensor_parallel_size={tp} does not divide {setting}={size}; "
+        f"valid: {divisors(size)}"
+        for setting, size in split_sizes(net).items()
+        if size % tp
+    ]
 
 
 def check_data_files(cfg: DictConfig) -> list[str]:
@@ -229,6 +212,24 @@ def check_references(cfg: DictConfig) -> list[str]:
     return [f"{key} is required: set it on the command line, e.g. {key}=..." for key in missing]
 
 
+def resolved(cfg: DictConfig, key: str) -> object:
+    """The value of ``key``, or None where it is unset or refers to a missing setting
+    (which :func:`check_references` reports)."""
+    try:
+        return OmegaConf.select(cfg, key)
+    except OmegaConfBaseException:
+        return None
+
+
+def guarded(check: Callable[..., list[str]], *args) -> list[str]:
+    """``check``'s problems; none where it trips over an unresolvable setting, which
+    :func:`check_references` has reported already."""
+    try:
+        return check(*args)
+    except OmegaConfBaseException:
+        return []
+
+
 def setting_of(problem: str) -> str:
     """The setting a problem line names: ``trainer.max_epochs`` of ``trainer.max_epochs=x: ...``."""
     return problem.split("=", 1)[0].split(":", 1)[0]
@@ -236,21 +237,17 @@ def setting_of(problem: str) -> str:
 
 def validate(cfg: DictConfig) -> list[str]:
     """Every problem found in ``cfg``, one line each, naming the setting and what is valid."""
-    unresolved = check_references(cfg)
-    if unresolved:
-        return unresolved  # later checks would trip over the missing values
-    precision = check_precision(cfg)  # a better message than the annotation's for precision
-    typed = [p for p in type_problems(cfg) if setting_of(p) not in map(setting_of, precision)]
-    mistyped = {setting_of(problem) for problem in typed + precision}
-    if mistyped & {"trainer.devices", "trainer.num_nodes", "data.batch_size"}:
-        parallel = []  # the sizes below are computed from these
-    else:
-        parallel = check_parallel_sizes(cfg)
-    return (
-        typed
-        + check_values(cfg, skip=mistyped)
-        + check_monitor(cfg)
-        + precision
-        + parallel
-        + check_data_files(cfg)
-    )
+    typed = type_problems(cfg)
+    mistyped = {setting_of(problem) for problem in typed}
+    values = guarded(check_values, cfg, mistyped)
+    problems = check_references(cfg) + typed + values
+    problems += guarded(check_monitor, cfg) + guarded(check_strategy_options, cfg)
+    # Lightning's Trainer and the layout are judged once the settings they take have the
+    # right types and ranges (each problem is reported once, by the clearer check)
+    wrong = mistyped | {setting_of(problem) for problem in values}
+    if not any(setting.startswith("trainer.") or setting == "data.batch_size" for setting in wrong):
+        trainer_problems, layout = guarded(check_trainer, cfg) or ([], None)
+        problems += trainer_problems
+        if layout is not None:
+            problems += guarded(check_tensor_parallel_split, cfg, layout)
+    return problems + guarded(check_data_files, cfg)

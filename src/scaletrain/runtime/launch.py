@@ -17,20 +17,17 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import lightning as L
-import lightning.pytorch.strategies.launchers.subprocess_script as subprocess_script
 import torch
 import torch.distributed as dist
 from hydra.core.hydra_config import HydraConfig
 from hydra.utils import get_original_cwd
-from omegaconf import DictConfig
 
-from scaletrain.utils.errors import lost_rank_exits
-from scaletrain.utils.quiet import set_verbosity
-from scaletrain.utils.record import RunRecord
-from scaletrain.utils.signals import EXIT_STATUS, stop_on_signals
+from scaletrain import compat
+from scaletrain.runtime import signals
+from scaletrain.runtime.quiet import set_verbosity
+from scaletrain.runtime.ranks import local_rank, node_rank, rank_log_name
 
 log = logging.getLogger("scaletrain")
 
@@ -49,10 +46,6 @@ LAUNCHER_ENV = (
 )
 
 
-def local_rank() -> int:
-    return int(os.environ.get("LOCAL_RANK", 0))
-
-
 def job_overrides() -> list[str]:
     """The current job's own overrides: the command line's, or a sweeper's choice."""
     return list(HydraConfig.get().overrides.task)
@@ -61,14 +54,9 @@ def job_overrides() -> list[str]:
 def job_rank_command(module: str, local_rank: int) -> tuple[list[str], str]:
     """The command line and working directory of one more rank of the current job."""
     output_dir = HydraConfig.get().runtime.output_dir
-    # Lightning sets NODE_RANK before starting the ranks of this node.
-    node = int(os.environ.get("NODE_RANK", 0))
-    task = HydraConfig.get().job.name
-    # named like the logs of externally launched ranks (train.rank<N>.log); on node 0
-    # the local rank is the global rank
-    log_name = (
-        f"{task}.rank{local_rank}.log" if node == 0 else f"{task}.node{node}.rank{local_rank}.log"
-    )
+    # Lightning sets NODE_RANK before starting the ranks of this node; on node 0 the
+    # local rank is the global rank
+    log_name = rank_log_name(HydraConfig.get().job.name, rank=local_rank, node=node_rank())
     command = [sys.executable, "-m", module, *job_overrides()]
     command += [
         f'hydra.run.dir="{output_dir}"',
@@ -81,9 +69,7 @@ def job_rank_command(module: str, local_rank: int) -> tuple[list[str], str]:
 
 def launch_ranks_as_job(module: str) -> None:
     """Have Lightning start extra ranks with :func:`job_rank_command` for ``module``."""
-    subprocess_script._hydra_subprocess_cmd = lambda local_rank: job_rank_command(
-        module, local_rank
-    )
+    compat.set_rank_command(lambda local_rank: job_rank_command(module, local_rank))
 
 
 @contextmanager
@@ -112,7 +98,7 @@ def wait_for_started_ranks(trainer: L.Trainer, timeout: float = 60.0) -> None:
     """On the rank that started the others (Lightning's rank 0 of a node): wait until they
     have exited, so that the next job of a sweep never starts while the last one's ranks
     are still shutting down, and report a rank that exited with an error."""
-    for process in getattr(trainer.strategy.launcher, "procs", []):
+    for process in compat.started_rank_processes(trainer):
         try:
             status = process.wait(timeout)
         except subprocess.TimeoutExpired:
@@ -126,7 +112,11 @@ def wait_for_started_ranks(trainer: L.Trainer, timeout: float = 60.0) -> None:
 def exit_with_launcher(poll_seconds: float = 1.0) -> Iterator[None]:
     """In a rank of non-zero local rank, started by another process (Lightning's rank 0,
     torchrun's agent): exit as soon as that process is gone, rather than wait for it
-    forever in a rendezvous or a collective."""
+    forever in a rendezvous or a collective.
+
+    A thread polls the parent's id: portable, and it logs why the rank ends. Linux's
+    ``prctl(PR_SET_PDEATHSIG)`` would act without polling, but it fires when the *thread*
+    that started the process ends, and it kills without a word in the rank's log."""
     if local_rank() == 0:
         yield
         return
@@ -154,28 +144,57 @@ def started_by_lightning() -> bool:
     return local_rank() > 0 and LAUNCHER_PID in os.environ
 
 
+# How gloo and NCCL report a peer process that is gone. gloo raises a plain RuntimeError
+# (not torch.distributed.DistNetworkError, checked with torch 2.13), so the text decides.
+LOST_PEER_MESSAGES = ("Connection reset by peer", "Connection closed by peer", "remote process")
+
+
+def lost_rank(error: BaseException) -> bool:
+    """Whether ``error`` says that another rank of the job has gone away."""
+    return isinstance(error, RuntimeError) and any(m in str(error) for m in LOST_PEER_MESSAGES)
+
+
 @contextmanager
-def rank_job(module: str, cfg: DictConfig, resume_hint: str | None = None) -> Iterator[RunRecord]:
-    """Run one job of ``module`` (a Hydra main) on this rank, yielding its run record.
+def lost_rank_exits(resume_hint: str | None) -> Iterator[None]:
+    """Turn the error of a collective whose peer is gone into one line and exit 1 (or,
+    where this rank was signalled too, into the signal's stop)."""
+    try:
+        yield
+    except RuntimeError as error:
+        if not lost_rank(error):
+            raise
+        log.debug("lost contact with another rank", exc_info=error)
+        stop = signals.current()
+        if stop is not None and stop.received is not None:
+            # the other ranks stopped for the same signal, before this one
+            log.info("stopped by a signal while another rank was stopping: nothing saved")
+            sys.exit(stop.exit_status)
+        (reason, *_) = str(error).strip().splitlines()
+        log.error(
+            "error: lost contact with another rank of this job (killed, crashed or cut off): %s",
+            reason,
+        )
+        if resume_hint:
+            log.info("checkpoints saved so far are intact; resume with: %s", resume_hint)
+        sys.exit(1)
+
+
+@contextmanager
+def job_processes(module: str, verbose: bool, resume_hint: str | None = None) -> Iterator[None]:
+    """Run one job of ``module`` (a Hydra main) on this rank.
 
     Lightning starts the other ranks with this job's overrides; the job leaves nothing
     behind for the next one; a rank started by another process exits once that one is
-    gone; SIGTERM and SIGINT end it promptly; losing a rank is a one-line error; and a
-    job that fails before its record is written removes the run directory it created.
+    gone; SIGTERM and SIGINT end it promptly; losing a rank is a one-line error.
     """
-    set_verbosity(bool(cfg.get("verbose", False)))
-    record = RunRecord(Path(HydraConfig.get().runtime.output_dir))
-    # Ranks Lightning started exit with 0 on a signal: see scaletrain.utils.signals.
-    exit_status = 0 if started_by_lightning() else EXIT_STATUS
+    set_verbosity(verbose)
+    # Ranks Lightning started exit with 0 on a signal: see scaletrain.runtime.signals.
+    exit_status = 0 if started_by_lightning() else signals.EXIT_STATUS
     launch_ranks_as_job(module)
     with (
         isolated_job(),
         exit_with_launcher(),
-        stop_on_signals(exit_status),
+        signals.stop_on_signals(exit_status),
         lost_rank_exits(resume_hint),
     ):
-        try:
-            yield record
-        except BaseException:
-            record.discard()
-            raise
+        yield

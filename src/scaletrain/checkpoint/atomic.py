@@ -22,7 +22,6 @@ from typing import Any, BinaryIO
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
-from lightning.fabric.utilities.types import _PATH
 
 
 def scratch_path(path: Path) -> Path:
@@ -97,7 +96,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
     for local paths (remote ones keep Lightning's transaction)."""
 
     def save_checkpoint(
-        self, checkpoint: dict[str, Any], path: _PATH, storage_options: Any | None = None
+        self,
+        checkpoint: dict[str, Any],
+        path: str | os.PathLike,
+        storage_options: Any | None = None,
     ) -> None:
         if storage_options is not None or "://" in str(path):
             return super().save_checkpoint(checkpoint, path, storage_options)

@@ -17,6 +17,8 @@ from typing import Any
 from hydra.utils import get_object
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
+from scaletrain import compat
+
 SEQUENCES = (list, tuple, Sequence, typing.Sequence)
 MAPPINGS = (dict, Mapping, typing.Mapping)
 PLAIN_TYPES = (bool, int, float, str, *SEQUENCES, *MAPPINGS)
@@ -33,8 +35,8 @@ def targets(node: Any, path: str = "") -> Iterator[tuple[str, DictConfig]]:
     for key in node:
         if path == "" and key == "hydra":
             continue
-        child = node._get_node(key)
-        if isinstance(child, DictConfig) and not child._is_none():
+        child = compat.child_node(node, key)
+        if isinstance(child, DictConfig) and not compat.is_none_node(child):
             yield from targets(child, f"{path}.{key}" if path else str(key))
 
 
@@ -149,7 +151,7 @@ def type_problems(cfg: DictConfig) -> list[str]:
         for key in node:
             if key in HYDRA_KEYS or key not in hints or OmegaConf.is_interpolation(node, key):
                 continue  # a reference is checked where its value is set
-            child = node._get_node(key)
+            child = compat.child_node(node, key)
             if isinstance(child, DictConfig) and "_target_" in child:
                 continue  # a nested object, checked on its own
             try:
@@ -163,7 +165,7 @@ def type_problems(cfg: DictConfig) -> list[str]:
 
 def plain_value(node: DictConfig, key: str) -> Any:
     """``node[key]`` resolved, containers as plain lists and dicts."""
-    child = node._get_node(key)
+    child = compat.child_node(node, key)
     if isinstance(child, DictConfig | ListConfig):
         return OmegaConf.to_container(child, resolve=True)
     return node[key]

@@ -12,14 +12,14 @@ import torch
 from torch import nn
 from torch.distributed.checkpoint import FileSystemReader
 
-from scaletrain.consolidate import META_FILE, is_sharded_checkpoint
-from scaletrain.utils.atomic import recover_checkpoint
+from scaletrain.checkpoint.atomic import recover_checkpoint
+from scaletrain.checkpoint.consolidate import META_FILE, is_sharded_checkpoint
 
 log = logging.getLogger("scaletrain")
 
 # Values of ckpt_path that Lightning resolves itself.
 LIGHTNING_KEYWORDS = ("hpc", "best", "registry")
-LAST = "last.ckpt"
+LAST = "last.ckpt"  # the latest state of a run, in its checkpoint directory
 
 
 def resolve_last(ckpt_path: str | None, checkpoint_dir: Path) -> str | None:

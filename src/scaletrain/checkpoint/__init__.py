@@ -1,0 +1,1 @@
+"""Checkpoint files: atomic writes, resolving ``last``, reading what one holds, consolidating."""

@@ -1,0 +1,118 @@
+"""Every use of a private or unstable API of Lightning, OmegaConf and torch, in one place.
+
+scaletrain's guarantees rest on a few internals that have no public equivalent. Each is
+wrapped here with the reason it is needed and what would replace it; nothing else in
+scaletrain touches a private name of another package (``tests/test_compat.py`` checks
+both: that the installed versions still have what is relied on, and that no other module
+reaches past a public API). After an upgrade of Lightning, torch or OmegaConf, run
+``python -m pytest tests/test_compat.py``: a failure names the symbol that moved.
+"""
+
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import lightning.pytorch.strategies.launchers.subprocess_script as subprocess_script
+from lightning.pytorch.strategies import Strategy
+from omegaconf import DictConfig, Node
+from torch import nn
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.tensor.parallel import ParallelStyle
+
+# -- Lightning: how it starts the ranks of a single-machine job ----------------------------
+
+# Lightning starts ranks 1..N-1 by re-running the command line; under Hydra it builds that
+# command with this module-level function, looked up when the ranks start. Replacing it is
+# the only way to start them with one job's overrides instead of the whole sweep: there is
+# no public hook for the child command (Hydra issue #2070 and Lightning pull request
+# #18175, both open).
+RANK_COMMAND_HOOK = "_hydra_subprocess_cmd"
+
+
+def set_rank_command(command: Callable[[int], tuple[list[str], str]]) -> None:
+    """Have Lightning start each extra rank (by local rank) with ``command(local_rank)``,
+    which returns the command line and its working directory."""
+    setattr(subprocess_script, RANK_COMMAND_HOOK, command)
+
+
+def started_rank_processes(trainer: L.Trainer) -> list[subprocess.Popen]:
+    """The processes Lightning's launcher started for the other ranks of this node (none
+    where it started none): ``_SubprocessScriptLauncher.procs``, an attribute of a private
+    class."""
+    return list(getattr(trainer.strategy.launcher, "procs", None) or [])
+
+
+# -- Lightning: where the training loop stands ---------------------------------------------
+
+# The fit loop's progress counters are Lightning internals (``trainer.fit_loop`` is public,
+# its epoch loop's ``batch_progress`` is not documented); Lightning has no public "batches
+# trained this epoch", which a mid-epoch resume needs, nor "this batch ends the epoch".
+
+
+def batches_trained_this_epoch(trainer: L.Trainer) -> int:
+    """Training batches of the current epoch that have run to their end."""
+    return trainer.fit_loop.epoch_loop.batch_progress.current.processed
+
+
+def at_last_batch_of_epoch(trainer: L.Trainer) -> bool:
+    """Whether the training batch just run was the last of its epoch."""
+    return trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
+
+
+# -- Lightning: saving a checkpoint under ModelParallelStrategy ---------------------------
+
+
+def saves_distributed_checkpoint(strategy: Strategy) -> bool:
+    """Whether ModelParallelStrategy writes sharded checkpoints: the constructor's
+    ``save_distributed_checkpoint``, kept only in a private attribute."""
+    return bool(strategy._save_distributed_checkpoint)
+
+
+def save_single_file(
+    strategy: Strategy, checkpoint: dict[str, Any], path: Path, storage_options: Any = None
+) -> None:
+    """Write ``checkpoint`` as one file from global rank 0 through the strategy's checkpoint
+    IO, as the base ``Strategy`` does. ModelParallelStrategy's own ``save_checkpoint``
+    deletes a directory at ``path`` first, which would destroy the previous sharded
+    checkpoint before the new one exists; calling the base class skips that."""
+    Strategy.save_checkpoint(strategy, checkpoint, path, storage_options)
+
+
+# -- torch: device meshes -------------------------------------------------------------------
+
+
+def flatten_mesh(mesh: DeviceMesh, dims: tuple[str, ...]) -> DeviceMesh:
+    """Register the flattened mesh of ``dims`` (``DeviceMesh._flatten``: private in torch
+    2.13; torchtitan uses it the same way). With it registered, DTensor reduces a value
+    partial over all those dimensions in one collective instead of one per dimension."""
+    return mesh[dims]._flatten()
+
+
+class CustomParallelStyle(ParallelStyle):
+    """Base of a tensor-parallel style of scaletrain's own: implement :meth:`apply`.
+    torch's ``ParallelStyle`` is public, but the method ``parallelize_module`` calls on
+    it is the private ``_apply``."""
+
+    def apply(self, module: nn.Module, device_mesh: DeviceMesh) -> nn.Module:
+        raise NotImplementedError
+
+    def _apply(self, module: nn.Module, device_mesh: DeviceMesh) -> nn.Module:
+        return self.apply(module, device_mesh)
+
+
+# -- OmegaConf: reading a config node without resolving it --------------------------------
+
+# Walking a config to check it must not resolve interpolations (a broken one is reported by
+# its own check) nor fail on ``???``; OmegaConf's public accessors do both.
+
+
+def child_node(node: DictConfig, key: str) -> Node:
+    """The node under ``key`` of ``node``, unresolved."""
+    return node._get_node(key)
+
+
+def is_none_node(node: Node) -> bool:
+    """Whether ``node`` holds null (a config group switched off)."""
+    return node._is_none()

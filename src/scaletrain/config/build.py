@@ -1,0 +1,69 @@
+"""Build what a run's config describes: Lightning objects from config groups (whose entries
+may be switched off with null), and the Trainer with its strategy."""
+
+from typing import Any
+
+import lightning as L
+from hydra.errors import InstantiationException
+from hydra.utils import instantiate
+from lightning.pytorch.utilities.exceptions import MisconfigurationException
+from omegaconf import DictConfig
+
+from scaletrain.callbacks.checkpoints import checkpoint_order
+from scaletrain.checkpoint.atomic import AtomicCheckpointIO
+from scaletrain.errors import ConfigError
+from scaletrain.models.base import ScaleModule
+from scaletrain.parallel.layout import ParallelLayout, world_size
+from scaletrain.parallel.strategy import build_strategy
+
+
+def unwrap_instantiation(error: BaseException) -> BaseException:
+    """The error raised inside a ``_target_``, which Hydra wraps in InstantiationException."""
+    while isinstance(error, InstantiationException) and error.__cause__ is not None:
+        error = error.__cause__
+    return error
+
+
+def lightning_objection(error: BaseException) -> ConfigError | None:
+    """Lightning's refusal of a Trainer argument (raised when the Trainer is built) as a
+    one-line error; None for any other error."""
+    error = unwrap_instantiation(error)
+    # ImportError: an accelerator whose package is not installed (tpu)
+    if not isinstance(error, MisconfigurationException | ValueError | TypeError | ImportError):
+        return None
+    # one line, however many Lightning wrote ("You requested gpu: [0]\n But your machine...")
+    message = " ".join(str(error).split()) or type(error).__name__
+    return ConfigError(f"trainer: {message if len(message) <= 300 else message[:297] + '...'}")
+
+
+def instantiate_group(group: DictConfig | None) -> list[Any]:
+    """Instantiate every non-null entry of a group such as ``callbacks`` or ``logger``."""
+    if not group:
+        return []
+    return [instantiate(entry) for entry in group.values() if entry is not None]
+
+
+def build_trainer(cfg: DictConfig, model: ScaleModule) -> L.Trainer:
+    """The Lightning Trainer with this run's strategy, callbacks and loggers; hands the
+    sharding options of the strategy to ``model``, which applies them in configure_model.
+    Lightning's own objections to its arguments become one-line errors."""
+    try:
+        layout = ParallelLayout.of(cfg.strategy, world_size(cfg.trainer))
+    except (MisconfigurationException, TypeError) as error:
+        raise lightning_objection(error) from None
+    strategy, model.fsdp_options = build_strategy(cfg.strategy, layout)
+    callbacks = checkpoint_order(instantiate_group(cfg.get("callbacks")))
+    loggers = instantiate_group(cfg.get("logger")) or False
+    try:
+        return instantiate(
+            cfg.trainer,
+            strategy=strategy,
+            callbacks=callbacks,
+            logger=loggers,
+            plugins=[AtomicCheckpointIO()],
+        )
+    except Exception as raised:
+        objection = lightning_objection(raised)
+        if objection is None:
+            raise
+        raise objection from None

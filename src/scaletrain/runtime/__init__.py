@@ -1,0 +1,1 @@
+"""The processes of a job: ranks, how Lightning starts them, signals, quiet output."""

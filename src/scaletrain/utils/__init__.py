@@ -1,1 +1,0 @@
-"""Instantiation, config validation, run-directory bookkeeping."""
