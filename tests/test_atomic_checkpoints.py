@@ -6,16 +6,17 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
 import torch
 
-from scaletrain.utils.atomic import (
+from scaletrain.checkpoint.atomic import (
     aside_path,
     recover_checkpoint,
     replace_path,
     scratch_path,
     write_file_atomically,
 )
-from scaletrain.utils.checkpoints import checkpoint_problems, resolve_last
+from scaletrain.checkpoint.contents import checkpoint_problems, resolve_last
 
 # Writes half of a new checkpoint over the path given, then waits to be killed.
 HALF_WRITTEN_SAVE = textwrap.dedent(
@@ -23,7 +24,7 @@ HALF_WRITTEN_SAVE = textwrap.dedent(
     import io, sys, time
     from pathlib import Path
     import torch
-    from scaletrain.utils.atomic import write_file_atomically
+    from scaletrain.checkpoint.atomic import write_file_atomically
 
     def write_half(file):
         data = io.BytesIO()
@@ -38,6 +39,7 @@ HALF_WRITTEN_SAVE = textwrap.dedent(
 )
 
 
+@pytest.mark.slow  # kills a process mid-save
 def test_a_kill_during_a_save_leaves_the_previous_checkpoint(tmp_path):
     last = tmp_path / "last.ckpt"
     torch.save({"state_dict": {"w": torch.ones(3)}}, last)

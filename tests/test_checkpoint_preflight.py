@@ -1,11 +1,12 @@
 """ckpt_path is checked before anything starts: missing, not a checkpoint, truncated,
 or another model's (the first mismatching tensor and both shapes are named)."""
 
+import pytest
 import torch
 from hydra.utils import instantiate
 
-from scaletrain.utils.checkpoints import checkpoint_problems
-from tests.conftest import compose_train
+from scaletrain.checkpoint.contents import checkpoint_problems
+from tests.helpers import compose_train
 
 
 def mlp(hidden: int):
@@ -50,6 +51,7 @@ def test_another_models_checkpoint_names_the_tensor_and_both_shapes(tmp_path):
     )
 
 
+@pytest.mark.slow  # the command line itself
 def test_cli_refuses_a_corrupt_checkpoint_in_one_line_before_training(train_cli, tmp_path):
     path = save_checkpoint(tmp_path / "a.ckpt", mlp(64))
     path.write_bytes(path.read_bytes()[:100])

@@ -10,11 +10,11 @@ import pytest
 import torch
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from scaletrain.consolidate import is_sharded_checkpoint
+from scaletrain.checkpoint.consolidate import is_sharded_checkpoint
 from scaletrain.data.digits import DigitsDataModule
 from scaletrain.models.classifier import Classifier
-from scaletrain.utils.tensorboard import event_dir
-from tests.conftest import run_cli
+from scaletrain.reporting.tensorboard import event_dir
+from tests.helpers import run_cli, run_here
 
 pytestmark = pytest.mark.slow  # starts training runs as subprocesses
 
@@ -28,7 +28,11 @@ TWO_RANKS = {
 
 
 def train_run(root, name, *overrides):
-    run = run_cli("train", root / name, f"paths.root_dir={root}", *COMMON, *overrides)
+    """A training run: in this process where it has one process (the command line is not
+    what these tests are about), as a command line where it has several."""
+    command = [f"paths.root_dir={root}", *COMMON, *overrides]
+    several = any(override.startswith("trainer.devices=") for override in overrides)
+    run = (run_cli if several else run_here)("train", root / name, *command)
     assert run.returncode == 0, run.output
     return run
 
@@ -41,11 +45,11 @@ def losses_by_step(run) -> dict[int, float]:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-    """An uninterrupted 3-epoch run and 2-epoch runs written by 2 ranks."""
+    """An uninterrupted 3-epoch run, and 2-epoch runs written by 2 ranks and by one."""
     root = tmp_path_factory.mktemp("ckpt")
     written = {
         name: train_run(root, name, "trainer.max_epochs=2", *overrides)
-        for name, overrides in TWO_RANKS.items()
+        for name, overrides in {**TWO_RANKS, "single": ["test=false"]}.items()
     }
     straight = train_run(root, "straight", "trainer.max_epochs=3", "test=false")
     return root, written, straight
@@ -53,7 +57,8 @@ def runs(tmp_path_factory):
 
 def test_sharded_strategies_write_distributed_checkpoints(runs):
     _, written, _ = runs
-    for run in written.values():
+    for name in TWO_RANKS:
+        run = written[name]
         assert is_sharded_checkpoint(run.run_dir / "checkpoints" / "last.ckpt")
         assert is_sharded_checkpoint(run.run_dir / "checkpoints" / "epoch001-step000078.ckpt")
 
@@ -63,11 +68,21 @@ def test_sharded_strategies_write_distributed_checkpoints(runs):
     [
         ("fsdp", ["strategy=fsdp", "trainer.devices=2"]),
         ("fsdp", ["strategy=fsdp", "trainer.devices=1"]),
+        ("fsdp", ["strategy=fsdp", "trainer.devices=4"]),
+        ("single", ["strategy=fsdp", "trainer.devices=2"]),
         ("fsdp", []),
         ("model_sharded", ["strategy=model_sharded", "trainer.devices=2"]),
         ("model_sharded", []),
     ],
-    ids=["fsdp-to-fsdp2", "fsdp-to-fsdp1", "fsdp-to-single", "tp-to-tp2", "tp-to-single"],
+    ids=[
+        "fsdp2-to-fsdp2",
+        "fsdp2-to-fsdp1",
+        "fsdp2-to-fsdp4",
+        "single-to-fsdp2",
+        "fsdp2-to-single",
+        "tp2-to-tp2",
+        "tp2-to-single",
+    ],
 )
 def test_resume_continues_like_an_uninterrupted_run(runs, request, writer, resume_overrides):
     root, written, straight = runs
@@ -103,7 +118,7 @@ def test_eval_reads_a_sharded_checkpoint_without_distributed_setup(runs):
     root, written, _ = runs
     training = written["model_sharded"]
     best = training.metrics["best_checkpoint"]
-    evaluation = run_cli("eval", root / "eval", f"paths.root_dir={root}", f"ckpt_path={best}")
+    evaluation = run_here("eval", root / "eval", f"paths.root_dir={root}", f"ckpt_path={best}")
     assert evaluation.returncode == 0, evaluation.output
     trained = training.metrics["metrics"]["test/acc"]
     assert abs(evaluation.metrics["metrics"]["test/acc"] - trained) <= 1e-3
@@ -141,10 +156,10 @@ def test_consolidated_checkpoint_loads_with_plain_torch(runs, tmp_path):
     assert abs(accuracy - training.metrics["metrics"]["test/acc"]) <= 1e-3
 
 
-def test_a_sharded_checkpoint_of_another_model_is_refused_before_training(runs):
+def test_a_sharded_checkpoint_of_another_model_is_refused_before_training(runs, capsys):
     root, written, _ = runs
     last = written["fsdp"].run_dir / "checkpoints" / "last.ckpt"
-    run = run_cli(
+    run = run_here(
         "train",
         root / "mismatch",
         f"paths.root_dir={root}",
@@ -155,7 +170,7 @@ def test_a_sharded_checkpoint_of_another_model_is_refused_before_training(runs):
     assert (
         f"error: ckpt_path={last}: belongs to another model: net.blocks.0.0.weight is "
         "[64, 64] there, [32, 64] in this model"
-    ) in run.output
+    ) in capsys.readouterr().err
 
 
 def test_consolidate_refuses_what_is_not_a_sharded_checkpoint(tmp_path):

@@ -13,24 +13,19 @@ def assert_short_error(run, *expected: str) -> None:
         assert text in run.output, run.output
 
 
-def test_unknown_group_option_lists_the_valid_ones(train_cli):
-    run = train_cli("data=imagenet")
-    assert_short_error(run, "error: data=imagenet: no such option; valid: digits, mnist, synthetic")
-
-
-def test_misspelled_key_is_named_with_the_closest_one(train_cli):
-    run = train_cli("model.optimzer.lr=0.1")
-    assert_short_error(
-        run, "error: model.optimzer.lr: unknown setting; did you mean model.optimizer.lr?"
-    )
-
-
 def test_every_bad_override_is_reported_at_once_one_line_each(train_cli):
-    run = train_cli("data=imagenet", "trainer.max_step=3", "strategy=fsdp", "strategy.sharding=2")
+    run = train_cli(
+        "data=imagenet",
+        "trainer.max_step=3",
+        "model.optimzer.lr=0.1",
+        "strategy=fsdp",
+        "strategy.sharding=2",
+    )
     assert run.returncode == 2
     assert run.output.strip().splitlines() == [
         "error: data=imagenet: no such option; valid: digits, mnist, synthetic, text",
         "error: trainer.max_step: unknown setting; did you mean trainer.max_steps?",
+        "error: model.optimzer.lr: unknown setting; did you mean model.optimizer.lr?",
         "error: strategy.sharding: unknown setting; valid under strategy: cpu_offload, "
         "distributed_checkpoint, mixed_precision, name, reshard_after_forward, "
         "tensor_parallel_size",
@@ -42,16 +37,18 @@ def test_missing_required_value_is_named(eval_cli):
     assert_short_error(run, "error: ckpt_path is required")
 
 
-@pytest.mark.parametrize(
-    ("override", "message"),
-    [
-        ("data.batch_size=0", "error: data.batch_size=0: must be a positive integer"),
-        ("model.optimizer.lr=-0.1", "error: model.optimizer.lr=-0.1: must be a positive"),
-        ("data.num_classes=7", "error: data.num_classes=7: the digits data has 10; use 10"),
-    ],
-)
-def test_invalid_values_are_one_line_errors(train_cli, override, message):
-    assert_short_error(train_cli(override), message)
+def test_invalid_values_are_one_line_errors(train_cli):
+    run = train_cli("data.batch_size=0", "model.optimizer.lr=-0.1")
+    assert_short_error(
+        run,
+        "error: data.batch_size=0: must be a positive integer",
+        "error: model.optimizer.lr=-0.1: must be a positive",
+    )
+
+
+def test_a_data_module_refusing_a_setting_is_a_one_line_error(train_cli):
+    run = train_cli("data.num_classes=7")
+    assert_short_error(run, "error: data.num_classes=7: the digits data has 10; use 10")
 
 
 def test_missing_checkpoint_for_eval(eval_cli, tmp_path):

@@ -9,10 +9,15 @@ import textwrap
 import time
 from pathlib import Path
 
-RANK = "from scaletrain.utils.launch import exit_with_launcher\n" + textwrap.dedent(
+import pytest
+
+pytestmark = pytest.mark.slow  # starts processes and kills them
+
+RANK = "from scaletrain.runtime.launch import exit_with_launcher\n" + textwrap.dedent(
     """
     import time
     with exit_with_launcher(poll_seconds=0.1):
+        print("watching", flush=True)
         time.sleep(120)  # as if waiting for rank 0 at a rendezvous
     """
 )
@@ -41,6 +46,8 @@ def test_a_rank_exits_soon_after_its_launcher_is_killed():
         [sys.executable, "-c", LAUNCHER, RANK], stdout=subprocess.PIPE, text=True
     )
     rank = int(launcher.stdout.readline())
+    # once it watches (its imports take seconds, longer on a loaded machine)
+    assert launcher.stdout.readline().strip() == "watching"
     assert not exited(rank)
     os.kill(launcher.pid, signal.SIGKILL)
     launcher.wait()

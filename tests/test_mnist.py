@@ -7,6 +7,7 @@ import pytest
 
 from scaletrain.data.idx import IDXFormatError, read_idx, write_idx
 from scaletrain.data.mnist import FILES, MNISTDataModule, MNISTFilesMissing
+from tests.helpers import run_in_process
 
 
 def write_mnist(directory, gz: bool, train: int = 120, test: int = 40) -> dict:
@@ -95,14 +96,20 @@ def test_failed_download_leaves_no_partial_file_and_explains(tmp_path, monkeypat
     assert list((tmp_path / "mnist").iterdir()) == []
 
 
-def test_seed_mnist_experiment_trains_on_idx_files(train_cli, tmp_path):
+def test_seed_mnist_experiment_trains_on_idx_files(tmp_path):
     (tmp_path / "data" / "mnist").mkdir(parents=True)
     write_mnist(tmp_path / "data" / "mnist", gz=True, train=600, test=100)
-    run = train_cli("experiment=seed_mnist", "trainer.max_epochs=2", "data.download=false")
-    assert run.returncode == 0, run.output
-    assert run.metrics["metrics"]["test/acc"] > 0.9  # the stripe gives the label away
+    metrics = run_in_process(
+        tmp_path / "run",
+        "experiment=seed_mnist",
+        f"paths.root_dir={tmp_path}",
+        "trainer.max_epochs=2",
+        "data.download=false",
+    )
+    assert metrics["test/acc"] > 0.9  # the stripe gives the label away
 
 
+@pytest.mark.slow  # the command line itself
 def test_seed_mnist_without_files_is_a_preflight_error(train_cli):
     """Reported before any process starts, together with the other problems."""
     run = train_cli("experiment=seed_mnist", "data.download=false", "data.batch_size=0")

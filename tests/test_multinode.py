@@ -8,15 +8,22 @@ import sys
 import pytest
 import torch
 
-from tests.conftest import QUIET, REPO
-from tests.test_parity import COMMON, TOLERANCE, final_weights, step_losses, train_run
-from tests.test_tensorboard_server import free_port
+from tests.helpers import (
+    PARITY_COMMON,
+    QUIET,
+    REPO,
+    TOLERANCE,
+    final_weights,
+    free_port,
+    parity_run,
+    step_losses,
+)
 
 pytestmark = pytest.mark.slow  # starts training runs as subprocesses
 
 
 def test_two_torchrun_nodes_match_single_process_training(tmp_path):
-    single = train_run(tmp_path, "single")
+    single = parity_run(tmp_path, "single")
     run_dir = tmp_path / "two_nodes"
     port = free_port()
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
@@ -39,7 +46,7 @@ def test_two_torchrun_nodes_match_single_process_training(tmp_path):
                 f"paths.root_dir={tmp_path}",
                 f"hydra.run.dir={run_dir}",
                 *QUIET,
-                *COMMON,
+                *PARITY_COMMON,
             ],
             cwd=REPO,
             env=env,

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from scaletrain.callbacks.non_finite import NonFiniteGuard
-from scaletrain.utils.errors import ConfigError
+from scaletrain.errors import ConfigError
 
 pytestmark = pytest.mark.slow  # starts training runs as subprocesses
 

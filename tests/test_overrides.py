@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from scaletrain.cli.overrides import override_problems
 from scaletrain.config import CONFIG_DIR
-from scaletrain.utils.overrides import override_problems
 
 
 def problems(*args: str, config: str = "train") -> list[str]:

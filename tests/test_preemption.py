@@ -6,7 +6,7 @@ with 143, and the resume command it prints continues from it. Anywhere else (bef
 first step, validating, testing) and where a step outlasts the grace period, the run
 ends promptly without saving, the last checkpoint intact; a second signal ends it at once.
 
-A rank killed outright ends the whole job with an error well within 60 seconds, and the
+A rank killed outright ends the whole job with an error within 5 seconds, and the
 checkpoints saved before stay intact.
 """
 
@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.conftest import resume_cli, start_cli
+from tests.helpers import resume_cli, start_cli
 
 pytestmark = pytest.mark.slow  # starts training runs as subprocesses
 
@@ -38,11 +38,10 @@ def start_training(tmp_path, *layout):
     ("layout", "signum", "target"),
     [
         ([], signal.SIGTERM, "all"),
-        ([], signal.SIGINT, "all"),
         (TWO_RANKS, signal.SIGTERM, "all"),
-        (TWO_RANKS, signal.SIGINT, "rank1"),
+        (TWO_RANKS, signal.SIGINT, "rank1"),  # Ctrl+C reaching one rank only
     ],
-    ids=["single-sigterm", "single-sigint", "ddp-sigterm-every-rank", "ddp-sigint-rank1-only"],
+    ids=["single-sigterm", "ddp-sigterm-every-rank", "ddp-sigint-rank1-only"],
 )
 def test_signal_saves_last_checkpoint_and_resume_continues(tmp_path, layout, signum, target):
     job = start_training(tmp_path, *layout)
@@ -72,13 +71,14 @@ def test_signal_saves_last_checkpoint_and_resume_continues(tmp_path, layout, sig
 
 
 @pytest.mark.parametrize("rank", [1, 0])
-def test_a_killed_rank_ends_the_job_within_60_seconds(tmp_path, rank):
+def test_a_killed_rank_ends_the_job_within_5_seconds(tmp_path, rank):
     job = start_training(tmp_path, *TWO_RANKS)
     last = job.run_dir / "checkpoints" / "last.ckpt"
     os.kill(job.rank_pids()[rank], signal.SIGKILL)
     killed_at = time.monotonic()
     job.wait_until_gone(timeout=60)
-    print(f"every process gone {time.monotonic() - killed_at:.1f} s after the kill")
+    gone_after = time.monotonic() - killed_at
+    assert gone_after < 5, f"processes of the job ran {gone_after:.1f} s after the kill"
 
     assert job.process.returncode != 0
     if rank == 1:  # rank 0 survived the kill and says why it stops

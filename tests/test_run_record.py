@@ -14,7 +14,7 @@ import pytest
 import torch
 import yaml
 
-from tests.conftest import CLI_ENV, run_cli, start_cli
+from tests.helpers import CLI_ENV, run_cli, run_here, start_cli
 
 pytestmark = pytest.mark.slow  # starts training runs as subprocesses
 
@@ -41,7 +41,7 @@ def test_last_checkpoint_is_the_latest_state_after_a_plateau_and_resumes_from_th
     still holds the last epoch, and a run killed after the plateau resumes from the
     epoch it reached, ending bit-identical to the uninterrupted run."""
     common = [f"paths.root_dir={tmp_path}", "trainer.max_epochs=40", "test=false"]
-    straight = run_cli("train", tmp_path / "straight", *common)
+    straight = run_here("train", tmp_path / "straight", *common)  # the kill needs a process
     assert straight.returncode == 0, straight.output
     best = Path(straight.metrics["best_checkpoint"])
     best_epoch = int(re.match(r"epoch(\d+)", best.name).group(1))
@@ -70,9 +70,9 @@ def test_last_checkpoint_is_the_latest_state_after_a_plateau_and_resumes_from_th
         assert torch.equal(final["state_dict"][name], tensor), name
 
 
-def test_resume_repeats_the_runs_settings_and_records_each_attempt(train_cli, tmp_path):
+def test_resume_repeats_the_runs_settings_and_records_each_attempt(train_here, tmp_path):
     # a net of another shape than the default's: a resume without it could not load
-    first = train_cli("model.net.hidden_dims=[32]", "trainer.max_epochs=2", "test=false")
+    first = train_here("model.net.hidden_dims=[32]", "trainer.max_epochs=2", "test=false")
     assert first.returncode == 0, first.output
     record = first.run_dir / ".hydra"
 

@@ -3,8 +3,9 @@
 import pytest
 import torch
 
-from scaletrain.data.datasets import IGNORE_INDEX, BatchIndexedTensors
-from scaletrain.data.sampler import PAD_INDEX, GlobalBatchSampler
+from scaletrain.conventions import IGNORE_INDEX, PAD_INDEX
+from scaletrain.data.datasets import BatchIndexedTensors
+from scaletrain.data.sampler import GlobalBatchSampler
 
 
 def epoch_batches(num_samples, global_batch, replicas, train, epoch=0):

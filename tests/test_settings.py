@@ -7,12 +7,12 @@ from pathlib import Path
 import pytest
 from hydra.utils import instantiate
 
-from scaletrain.train import build_trainer
-from scaletrain.utils.errors import ConfigError
-from scaletrain.utils.resume import merge
-from scaletrain.utils.settings import describe, fits
-from scaletrain.utils.validate import validate
-from tests.conftest import compose_train
+from scaletrain.cli.resume import merge
+from scaletrain.config.build import build_trainer
+from scaletrain.config.preflight import validate
+from scaletrain.config.settings import describe, fits
+from scaletrain.errors import ConfigError
+from tests.helpers import compose_train
 
 
 @pytest.mark.parametrize(
@@ -96,4 +96,26 @@ def test_a_resume_keeps_the_runs_settings_and_lets_new_ones_win():
         "trainer.max_epochs=3",
         "++x.y=2",  # the run added x.y: it is still added
         "seed=7",
+    ]
+
+
+def test_a_group_mismatch_does_not_hide_the_other_problems():
+    # the default model (mlp) with text data: its input size refers to a missing setting
+    problems = validate(compose_train("data=text", "data.paths=[/no/such.txt]", "seed=x"))
+    assert problems[0].startswith("model.net.input_dim: refers to a setting that does not exist")
+    assert "data.paths: no such file(s): /no/such.txt" in problems
+    assert "seed=x: must be an integer" in problems
+
+
+def test_any_lightning_trainer_argument_can_be_set_as_trainer_key():
+    from scaletrain.cli.overrides import check_command_line
+
+    args = check_command_line(
+        "train", ["trainer.num_sanity_val_steps=0", "trainer.max_epochs=2", "+trainer.x=1"]
+    )
+    assert args == ["++trainer.num_sanity_val_steps=0", "trainer.max_epochs=2", "+trainer.x=1"]
+    cfg = compose_train(*args[:2])
+    assert cfg.trainer.num_sanity_val_steps == 0
+    assert validate(compose_train("++trainer.num_sanity_val_steps=-2")) == [
+        "trainer.num_sanity_val_steps=-2: must be >= 0 (or -1 for every batch)"
     ]

@@ -13,8 +13,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from scaletrain.config import CONFIG_DIR
-from tests.conftest import QUIET
-from tests.test_parity import STRATEGIES
+from tests.helpers import PARITY_STRATEGIES, QUIET
 
 pytestmark = pytest.mark.slow  # starts training runs as subprocesses
 
@@ -56,9 +55,9 @@ def only_sweep_dir(root: Path) -> Path:
     return sweep
 
 
-@pytest.mark.parametrize("strategy", list(STRATEGIES))
+@pytest.mark.parametrize("strategy", list(PARITY_STRATEGIES))
 def test_sweep_with_a_distributed_strategy_runs_each_job_once_in_its_directory(tmp_path, strategy):
-    multirun(tmp_path, "model.optimizer.lr=0.001,0.003", *SMALL, *STRATEGIES[strategy])
+    multirun(tmp_path, "model.optimizer.lr=0.001,0.003", *SMALL, *PARITY_STRATEGIES[strategy])
     sweep = only_sweep_dir(tmp_path)
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
     assert jobs == ["0", "1"]
@@ -79,7 +78,7 @@ def test_optuna_search_with_ddp_gives_every_rank_the_trial_parameters(tmp_path):
         "hparams_search=digits_optuna",
         "hydra.sweeper.n_trials=2",
         *SMALL,
-        *STRATEGIES["ddp"],
+        *PARITY_STRATEGIES["ddp"],
     )
     sweep = only_sweep_dir(tmp_path)
     summary = json.loads((sweep / "summary.json").read_text())

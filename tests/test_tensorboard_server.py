@@ -5,7 +5,6 @@ settings and every run's own final metrics."""
 
 import json
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -14,7 +13,7 @@ import urllib.request
 
 import pytest
 
-from tests.conftest import CLI_ENV, REPO
+from tests.helpers import CLI_ENV, REPO, free_port
 
 pytestmark = pytest.mark.slow  # starts training runs as subprocesses
 
@@ -27,12 +26,6 @@ GPT_SMALL = [
     "trainer.limit_test_batches=2",
     "model.net.num_layers=1",
 ]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def get_json(url: str, body: dict | None = None):

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from scaletrain.data.text import TextDataModule, stdlib_sources
-from scaletrain.utils.errors import ConfigError
+from scaletrain.errors import ConfigError
 
 
 def test_default_corpus_is_the_standard_library_source():

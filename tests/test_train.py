@@ -9,8 +9,8 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
-from scaletrain.utils.tensorboard import event_dir
-from tests.conftest import run_cli
+from scaletrain.reporting.tensorboard import event_dir
+from tests.helpers import run_cli
 
 pytestmark = pytest.mark.slow  # starts training runs as subprocesses
 
@@ -90,37 +90,37 @@ def test_tensorboard_has_the_curves_and_the_hyperparameters(default_run):
     assert hparams["global_batch"].number_value == 32
 
 
-def test_tensorboard_names_the_run_after_what_ran(default_run, train_cli):
+def test_tensorboard_names_the_run_after_what_ran(default_run, train_here):
     assert event_dir(default_run.run_dir).name == "mlp-digits"
-    run = train_cli("model.optimizer.lr=3e-3", "trainer.max_epochs=1", "test=false")
+    run = train_here("model.optimizer.lr=3e-3", "trainer.max_epochs=1", "test=false")
     assert run.returncode == 0, run.output
     assert event_dir(run.run_dir).name == "mlp-digits,lr=3e-3,max_epochs=1,test=false"
 
 
-def test_eval_reproduces_the_training_test_accuracy(default_run, eval_cli):
+def test_eval_reproduces_the_training_test_accuracy(default_run, eval_here):
     best = default_run.metrics["best_checkpoint"]
-    run = eval_cli(f"ckpt_path={best}")
+    run = eval_here(f"ckpt_path={best}")
     assert run.returncode == 0, run.output
     trained = default_run.metrics["metrics"]["test/acc"]
     assert abs(run.metrics["metrics"]["test/acc"] - trained) <= 1e-3
     assert run.metrics["checkpoint"] == best
 
 
-def test_eval_overrides_of_data_still_apply(default_run, eval_cli):
+def test_eval_overrides_of_data_still_apply(default_run, eval_here):
     best = default_run.metrics["best_checkpoint"]
-    run = eval_cli(f"ckpt_path={best}", "data.batch_size=7")
+    run = eval_here(f"ckpt_path={best}", "data.batch_size=7")
     assert run.returncode == 0, run.output
     # The metric is over all test samples, whatever the batch size.
     trained = default_run.metrics["metrics"]["test/acc"]
     assert abs(run.metrics["metrics"]["test/acc"] - trained) <= 1e-3
 
 
-def test_resume_continues_from_the_saved_epoch_and_step(train_cli):
+def test_resume_continues_from_the_saved_epoch_and_step(train_here):
     common = ["trainer.max_epochs=6", "test=false"]
-    straight = train_cli(*common, name="straight")
-    first = train_cli("trainer.max_epochs=3", "test=false", name="first")
+    straight = train_here(*common, name="straight")
+    first = train_here("trainer.max_epochs=3", "test=false", name="first")
     last = first.run_dir / "checkpoints" / "last.ckpt"
-    resumed = train_cli(*common, f"ckpt_path={last}", name="resumed")
+    resumed = train_here(*common, f"ckpt_path={last}", name="resumed")
     for run in (straight, first, resumed):
         assert run.returncode == 0, run.output
 
@@ -139,10 +139,10 @@ def test_resume_continues_from_the_saved_epoch_and_step(train_cli):
     assert resumed.metrics["metrics"]["val/loss"] == straight.metrics["metrics"]["val/loss"]
 
 
-def test_same_seed_same_run(train_cli):
-    runs = [train_cli("trainer.max_epochs=2", "seed=5", name=f"r{i}") for i in range(2)]
+def test_same_seed_same_run(train_here):
+    runs = [train_here("trainer.max_epochs=2", "seed=5", name=f"r{i}") for i in range(2)]
     assert runs[0].metrics["metrics"] == runs[1].metrics["metrics"]
-    other = train_cli("trainer.max_epochs=2", "seed=6", name="other")
+    other = train_here("trainer.max_epochs=2", "seed=6", name="other")
     assert other.metrics["metrics"]["val/loss"] != runs[0].metrics["metrics"]["val/loss"]
 
 
@@ -152,6 +152,7 @@ class FakeTrainer:
         best = ModelCheckpoint(monitor="val/acc", mode="max")
         best.best_model_score = torch.tensor(0.9)
         self.callbacks = [best]
+        self.checkpoint_callback = best
 
 
 @pytest.mark.parametrize(("ckpt_path", "expected"), [("last.ckpt", 0.9), (None, 0.5)])
@@ -159,7 +160,7 @@ def test_best_score_survives_a_resume_and_only_a_resume(ckpt_path, expected):
     from torchmetrics import MaxMetric
 
     from scaletrain.models.classifier import Classifier
-    from tests.conftest import compose_train
+    from tests.helpers import compose_train
 
     model = instantiate(compose_train().model)
     model.trainer = FakeTrainer(ckpt_path)
@@ -170,12 +171,12 @@ def test_best_score_survives_a_resume_and_only_a_resume(ckpt_path, expected):
     assert best.compute().item() == pytest.approx(expected)
 
 
-def test_mid_epoch_resume_continues_with_the_next_batch_of_the_epoch(train_cli):
+def test_mid_epoch_resume_continues_with_the_next_batch_of_the_epoch(train_here):
     """A checkpoint written after step 20 of a 39-step epoch resumes at batch 21 of that
     epoch, in the same order: every loss after it equals the uninterrupted run's."""
     common = ["trainer.log_every_n_steps=1", "test=false"]
-    straight = train_cli(*common, "trainer.max_epochs=2", name="straight")
-    first = train_cli(
+    straight = train_here(*common, "trainer.max_epochs=2", name="straight")
+    first = train_here(
         *common,
         "trainer.max_steps=30",
         "+callbacks.model_checkpoint.every_n_train_steps=20",
@@ -184,7 +185,7 @@ def test_mid_epoch_resume_continues_with_the_next_batch_of_the_epoch(train_cli):
         name="first",
     )
     (step_20,) = (first.run_dir / "checkpoints").glob("*step000020.ckpt")
-    resumed = train_cli(*common, "trainer.max_epochs=2", f"ckpt_path={step_20}", name="resumed")
+    resumed = train_here(*common, "trainer.max_epochs=2", f"ckpt_path={step_20}", name="resumed")
     for run in (straight, first, resumed):
         assert run.returncode == 0, run.output
 

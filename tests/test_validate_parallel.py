@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from scaletrain.utils.validate import validate
-from tests.conftest import compose_train
+from scaletrain.config.preflight import validate
+from tests.helpers import compose_train
 
 GPT = ["experiment=gpt_text"]
 
@@ -55,9 +55,10 @@ GPT = ["experiment=gpt_text"]
             "strategy.tensor_parallel_size=2: only model_sharded splits the model",
         ),
         (
-            ["trainer=cpu", "trainer.precision=16-mixed"],
-            "trainer.precision=16-mixed: not supported on cpu; valid: 32-true, 64-true, "
-            "bf16-mixed, bf16-true",
+            # Lightning's own rule, in one line naming the device settings
+            ["trainer=cpu", "trainer.devices=0"],
+            "trainer (accelerator=cpu, devices=0, num_nodes=1, precision=32-true): "
+            "`devices` selected with `CPUAccelerator` should be an int > 0.",
         ),
         (
             ["strategy=fsdp", "strategy.mixed_precision=int8"],
@@ -78,6 +79,7 @@ def test_gpt_default_sizes_split_over_two_devices():
     assert validate(compose_train(*GPT, "strategy=model_sharded", "trainer.devices=2")) == []
 
 
+@pytest.mark.slow  # the command line itself
 def test_bad_split_fails_before_any_worker_process_starts(train_cli):
     run = train_cli("strategy=model_sharded", "trainer.devices=2", "model.net.hidden_dims=[63]")
     assert run.returncode == 2
@@ -86,6 +88,7 @@ def test_bad_split_fails_before_any_worker_process_starts(train_cli):
     assert "error: strategy.tensor_parallel_size=2 does not divide" in run.output
 
 
+@pytest.mark.slow  # the command line itself
 def test_unknown_strategy_lists_the_valid_ones(train_cli):
     run = train_cli("strategy=zero3")
     assert run.returncode != 0
@@ -113,7 +116,8 @@ def test_unknown_strategy_lists_the_valid_ones(train_cli):
         ),
         pytest.param(
             ["trainer=gpu"],
-            "trainer.accelerator=gpu: this machine has no GPU; use trainer=cpu",
+            "trainer (accelerator=gpu, devices=1, num_nodes=1, precision=32-true): You "
+            "requested gpu: [0] But your machine only has: []",
             marks=pytest.mark.skipif(
                 torch.cuda.is_available(), reason="needs a machine without GPU"
             ),

@@ -1,0 +1,140 @@
+"""Canaries for the private library APIs scaletrain relies on (all in scaletrain.compat),
+and proof that no other module reaches past a public API.
+
+After upgrading Lightning, torch or OmegaConf: ``python -m pytest tests/test_compat.py``.
+"""
+
+import ast
+import inspect
+from pathlib import Path
+
+import lightning.pytorch.strategies.launchers.subprocess_script as subprocess_script
+import torch
+from lightning.pytorch.loops.progress import _BatchProgress
+from lightning.pytorch.strategies import ModelParallelStrategy
+from omegaconf import OmegaConf
+from torch.distributed.device_mesh import DeviceMesh
+
+from scaletrain import compat
+
+SOURCE = Path(compat.__file__).parent
+# Underscored names of the standard library that are public by documentation.
+DOCUMENTED = {"os._exit", "sys._getframe"}
+
+
+def test_lightning_still_builds_the_rank_command_with_the_hook_scaletrain_replaces():
+    assert hasattr(subprocess_script, compat.RANK_COMMAND_HOOK), (
+        f"lightning.pytorch.strategies.launchers.subprocess_script.{compat.RANK_COMMAND_HOOK} "
+        "is gone: extra ranks of a sweep job would re-run the whole sweep; see "
+        "scaletrain.compat.set_rank_command"
+    )
+    launcher = subprocess_script._SubprocessScriptLauncher
+    source = inspect.getsource(launcher._call_children_scripts)
+    assert f"{compat.RANK_COMMAND_HOOK}(local_rank)" in source, (
+        "Lightning no longer calls the module-level rank command when it starts ranks: "
+        "replacing it has no effect; see scaletrain.compat.set_rank_command"
+    )
+    original = getattr(subprocess_script, compat.RANK_COMMAND_HOOK)
+    try:
+        compat.set_rank_command(lambda local_rank: ([f"rank{local_rank}"], "/"))
+        assert getattr(subprocess_script, compat.RANK_COMMAND_HOOK)(1) == (["rank1"], "/")
+    finally:
+        setattr(subprocess_script, compat.RANK_COMMAND_HOOK, original)
+
+
+def test_lightning_launcher_still_keeps_the_started_processes():
+    launcher = subprocess_script._SubprocessScriptLauncher(
+        cluster_environment=None, num_processes=2, num_nodes=1
+    )
+    assert launcher.procs == [], "the launcher's `procs` list moved: ranks would not be awaited"
+
+
+def test_the_fit_loops_batch_progress_still_counts_processed_batches_and_the_last_one():
+    progress = _BatchProgress()
+    progress.increment_processed()
+    assert progress.current.processed == 1, "mid-epoch resume reads current.processed"
+    assert progress.is_last_batch is False, "last.ckpt after validation reads is_last_batch"
+
+
+def test_model_parallel_strategy_still_keeps_the_distributed_checkpoint_choice():
+    for choice in (True, False):
+        strategy = ModelParallelStrategy(save_distributed_checkpoint=choice)
+        assert compat.saves_distributed_checkpoint(strategy) is choice
+
+
+def test_device_mesh_can_still_be_flattened():
+    assert callable(getattr(DeviceMesh, "_flatten", None)), (
+        "DeviceMesh._flatten is gone: model_sharded gradient norms would take two reductions"
+    )
+
+
+def test_parallelize_module_still_calls_the_styles_private_apply():
+    from torch.distributed.tensor.parallel import api
+
+    assert "._apply(" in inspect.getsource(api.parallelize_module), (
+        "parallelize_module no longer calls ParallelStyle._apply: see "
+        "scaletrain.compat.CustomParallelStyle"
+    )
+
+
+def test_omegaconf_nodes_are_still_read_unresolved():
+    cfg = OmegaConf.create({"a": "${missing}", "b": None})
+    assert compat.child_node(cfg, "a")._value() == "${missing}"
+    assert compat.is_none_node(compat.child_node(cfg, "b"))
+
+
+def private_uses(path: Path) -> list[str]:
+    """Every ``x._name`` and ``from y import _name`` in ``path`` that reaches into a
+    private name defined outside scaletrain: names scaletrain defines itself (``self._x``,
+    ``def _x``, ``_x = ...``) are its own."""
+    tree = ast.parse(path.read_text())
+    own = {
+        node.name
+        for node in ast.walk(tree)
+        if isinstance(node, ast.FunctionDef | ast.ClassDef | ast.AsyncFunctionDef)
+    }
+    for node in ast.walk(tree):
+        targets = node.targets if isinstance(node, ast.Assign) else [getattr(node, "target", None)]
+        for target in targets:
+            if isinstance(target, ast.Attribute):
+                own.add(target.attr)
+            elif isinstance(target, ast.Name):
+                own.add(target.id)
+    found = []
+    for node in ast.walk(tree):
+        # ``_target_`` and its kin are Hydra's public config keys, ``__x__`` Python's own
+        if isinstance(node, ast.Attribute) and node.attr.startswith("_"):
+            name = f"{ast.unparse(node.value)}.{node.attr}"
+            public = node.attr.endswith("_") or name in DOCUMENTED
+            if not public and node.attr not in own:
+                found.append(f"{path.name}:{node.lineno}: {name}")
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            private_module = any(part.startswith("_") for part in node.module.split("."))
+            names = [alias.name for alias in node.names if alias.name.startswith("_")]
+            if (private_module and not node.module.startswith("scaletrain")) or names:
+                found.append(f"{path.name}:{node.lineno}: from {node.module} import {names}")
+    return found
+
+
+def test_only_compat_touches_private_names_of_other_packages():
+    found = [
+        use
+        for path in sorted(SOURCE.rglob("*.py"))
+        if path.name != "compat.py"
+        for use in private_uses(path)
+    ]
+    assert found == [], "private APIs belong in scaletrain/compat.py:\n" + "\n".join(found)
+
+
+def test_the_private_name_check_finds_a_private_use(tmp_path):
+    source = tmp_path / "sample.py"
+    source.write_text(
+        "import torch\nfrom lightning.fabric.utilities.types import _PATH\n"
+        "class S:\n    def f(self):\n        self._mine = 1\n        return self._mine\n"
+        "norms = torch._foreach_norm([])\n"
+    )
+    assert private_uses(source) == [
+        "sample.py:2: from lightning.fabric.utilities.types import ['_PATH']",
+        "sample.py:7: torch._foreach_norm",
+    ]
+    assert torch.__version__  # the sample is parsed, never run

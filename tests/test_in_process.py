@@ -1,0 +1,65 @@
+"""The train and eval flow end to end, in this process (the fast tier's way to cover the
+entry points, the runner and what a run writes; the command line itself is tested in
+subprocesses in the slow tier)."""
+
+import json
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from tests.helpers import run_in_process
+
+TINY = [
+    "trainer.max_epochs=1",
+    "trainer.limit_train_batches=6",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("train") / "run"
+    metrics = run_in_process(run_dir, *TINY)
+    return run_dir, metrics
+
+
+def test_a_run_writes_metrics_checkpoints_record_and_tensorboard(trained):
+    run_dir, metrics = trained
+    summary = json.loads((run_dir / "metrics.json").read_text())
+    assert summary["metrics"] == pytest.approx(metrics)
+    assert set(metrics) >= {"train/loss", "val/loss", "val/acc", "test/loss", "test/acc"}
+    assert summary["global_step"] == 6 and summary["epoch"] == 1
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == 6
+    assert summary["best_checkpoint"].endswith("epoch000-step000006.ckpt")
+    assert OmegaConf.load(run_dir / ".hydra" / "config.yaml").trainer.limit_train_batches == 6
+    assert list((run_dir / "tensorboard").iterdir())
+
+
+def test_eval_of_the_best_checkpoint_reproduces_the_runs_test_metrics(trained, tmp_path):
+    run_dir, metrics = trained
+    best = json.loads((run_dir / "metrics.json").read_text())["best_checkpoint"]
+    results = run_in_process(tmp_path / "eval", f"ckpt_path={best}", task="eval")
+    assert results["test/loss"] == pytest.approx(metrics["test/loss"], abs=1e-6)
+    assert results["test/acc"] == pytest.approx(metrics["test/acc"], abs=1e-6)
+    written = json.loads((tmp_path / "eval" / "metrics.json").read_text())
+    assert written["checkpoint"] == best
+
+
+def test_a_language_model_logs_perplexity(tmp_path):
+    metrics = run_in_process(
+        tmp_path / "gpt",
+        "experiment=gpt_text",
+        "data.max_bytes=60000",
+        "data.context_length=32",
+        "data.batch_size=8",
+        "model.net.dim=32",
+        "model.net.num_layers=1",
+        *TINY,
+        "trainer.val_check_interval=1.0",  # the experiment validates every 100 steps
+    )
+    assert set(metrics) >= {"val/ppl", "test/ppl"}
+    # perplexity is exp(loss) of the same targets
+    assert metrics["test/ppl"] == pytest.approx(torch.tensor(metrics["test/loss"]).exp().item())
