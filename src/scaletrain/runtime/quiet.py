@@ -67,6 +67,14 @@ HARMLESS_WARNINGS: tuple[tuple[str, type[Warning], str], ...] = (
         UserWarning,
         "in-memory datasets: the batches are gathered by one indexing operation",
     ),
+    (
+        r"The `srun` command is available on your system but is not used",
+        UserWarning,
+        # on a SLURM login node, a run started without srun is one on purpose (a quick
+        # check, or a job that torchrun or Lightning starts); under SLURM, srun or the
+        # submitit launcher starts every rank
+        "a run started without srun on a SLURM login node is meant to run there",
+    ),
 )
 
 VERBOSE = False
