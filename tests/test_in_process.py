@@ -63,3 +63,37 @@ def test_a_language_model_logs_perplexity(tmp_path):
     assert set(metrics) >= {"val/ppl", "test/ppl"}
     # perplexity is exp(loss) of the same targets
     assert metrics["test/ppl"] == pytest.approx(torch.tensor(metrics["test/loss"]).exp().item())
+
+
+@pytest.mark.parametrize(
+    "saves",
+    [
+        [],
+        ["callbacks.last_checkpoint.every_n_train_steps=1"],  # a save at the final step too
+        ["callbacks.model_checkpoint=null"],  # last.ckpt's callback is the only checkpoint one
+    ],
+    ids=["default", "every-step", "no-best-checkpoint"],
+)
+def test_a_finished_run_started_again_in_place_reports_what_it_reported(tmp_path, saves):
+    # 9 steps: the first epoch (6 batches) validates, the second stops mid-epoch; nothing
+    # is left to train in the second attempt, which must still report that validation
+    common = [*TINY, "trainer.max_epochs=-1", "trainer.max_steps=9", "test=false", *saves]
+    run_dir = tmp_path / "run"
+    run_in_process(run_dir, *common)
+    first = json.loads((run_dir / "metrics.json").read_text())
+    assert {"val/loss", "val/acc", "train/loss"} <= set(first["metrics"])
+    run_in_process(run_dir, *common, "ckpt_path=last")
+    again = json.loads((run_dir / "metrics.json").read_text())
+    assert again["metrics"] == first["metrics"]
+    assert (again["global_step"], again["best_score"]) == (
+        first["global_step"],
+        first["best_score"],
+    )
+
+
+def test_a_run_without_a_best_checkpoint_resumes_and_validates(tmp_path):
+    common = [*TINY, "trainer.max_epochs=-1", "test=false", "callbacks.model_checkpoint=null"]
+    run_in_process(tmp_path / "run", *common, "trainer.max_steps=3")
+    run_in_process(tmp_path / "run", *common, "trainer.max_steps=6", "ckpt_path=last")
+    summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert summary["global_step"] == 6 and "val/acc_best" in summary["metrics"]

@@ -1,6 +1,7 @@
 """A run killed with SIGKILL at a given step (every rank at once, as a lost node or
 an out-of-memory killer would), restarted with the same run directory and
-``ckpt_path=last``, ends with weights bit-identical to an uninterrupted run's."""
+``ckpt_path=last``, ends with weights bit-identical to an uninterrupted run's, and
+reports the same metrics."""
 
 import signal
 from pathlib import Path
@@ -67,6 +68,8 @@ def test_sigkill_then_resume_gives_bit_identical_weights(tmp_path, layout):
     assert resumed.returncode == 0, resumed.output
     assert f"resuming from {last}" in resumed.output
     assert resumed.metrics["global_step"] == MAX_STEPS
+    # the last validation before the kill is reported, as the uninterrupted run reports it
+    assert resumed.metrics["metrics"] == straight.metrics["metrics"]
 
     expected = final_weights(straight.run_dir / "checkpoints" / "last.ckpt", tmp_path)
     weights = final_weights(last, tmp_path)

@@ -151,8 +151,7 @@ class FakeTrainer:
         self.ckpt_path = ckpt_path
         best = ModelCheckpoint(monitor="val/acc", mode="max")
         best.best_model_score = torch.tensor(0.9)
-        self.callbacks = [best]
-        self.checkpoint_callback = best
+        self.callbacks = self.checkpoint_callbacks = [best]
 
 
 @pytest.mark.parametrize(("ckpt_path", "expected"), [("last.ckpt", 0.9), (None, 0.5)])

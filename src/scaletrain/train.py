@@ -11,7 +11,7 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from scaletrain.callbacks.checkpoints import best_checkpoint
+from scaletrain.callbacks.checkpoints import best_checkpoint, metrics_since_start
 from scaletrain.checkpoint.contents import checkpoint_step, resolve_last
 from scaletrain.cli import runner
 from scaletrain.cli.resume import expand_resume
@@ -39,7 +39,7 @@ def train(cfg: DictConfig, record: RunRecord) -> dict[str, float]:
     if cfg.train:
         # weights_only: a checkpoint holds tensors and plain containers, never code to run
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-        fit_metrics = dict(trainer.callback_metrics)
+        fit_metrics = metrics_since_start(trainer)
     test_metrics = {}
     if cfg.test:
         best_callback = best_checkpoint(trainer)

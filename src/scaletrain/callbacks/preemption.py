@@ -1,7 +1,13 @@
-"""Preemption: SIGTERM (a scheduler's notice) or SIGINT (Ctrl+C) during training stops
-every rank after the same training step (the next or the one after), saves last.ckpt
-there and ends the run with status 143; ``python -m scaletrain.train resume=<run dir>``
-continues from it.
+"""Preemption: SIGTERM (a scheduler's notice), SIGUSR1/SIGUSR2 (its warning before a time
+limit) or SIGINT (Ctrl+C) during training stops every rank after the same training step
+(the next or the one after), saves last.ckpt there and ends the run with status 143;
+``python -m scaletrain.train resume=<run dir>`` continues from it, and under SLURM the job
+is requeued to do so.
+
+Where that step is the last of an epoch (or of the training), the stop waits for the
+epoch's validation and its checkpoints: Lightning resumes from a state saved before that
+validation by skipping it, so the resumed run would lack a validation, and perhaps a best
+checkpoint, that the uninterrupted run has.
 
 The signal handler (:mod:`scaletrain.runtime.signals`) only records the signal while steps
 run. After each step the ranks agree, through an all-reduce of that record, whether any
@@ -10,7 +16,10 @@ collectives together, whichever rank the signal reached. (Lightning's own SIGTER
 handler runs a collective inside the handler, which pairs with the wrong partner on the
 other ranks; it is replaced whenever Lightning installs it.) Outside the steps (setting
 up, validating, testing), and where a step outlasts ``grace_period`` seconds, the run
-stops without saving.
+stops without saving; the epoch-end validation counts as part of its last step.
+
+The callback is a ``Checkpoint``, ordered after the other checkpoint callbacks, so that
+at an epoch's end it stops only once they have recorded the validation and saved.
 """
 
 import logging
@@ -18,15 +27,15 @@ import logging
 import lightning as L
 import torch
 import torch.distributed as dist
-from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.callbacks import Checkpoint
 
-from scaletrain.callbacks.checkpoints import latest_checkpoint
+from scaletrain.callbacks.checkpoints import ends_epoch, latest_checkpoint
 from scaletrain.runtime import signals
 
 log = logging.getLogger("scaletrain")
 
 
-class CheckpointOnPreemption(Callback):
+class CheckpointOnPreemption(Checkpoint):
     """Args:
     grace_period: seconds a training step may still take after the signal before
         the run exits without saving.
@@ -40,6 +49,7 @@ class CheckpointOnPreemption(Callback):
             )
         self.grace_period = grace_period
         self.pending: tuple[dist.Work, torch.Tensor] | None = None  # this step's all-reduce
+        self.stop_at_epoch_end = False  # agreed at an epoch's last step: stop after it
 
     @staticmethod
     def handling() -> signals.SignalStop | None:
@@ -55,18 +65,19 @@ class CheckpointOnPreemption(Callback):
 
     def on_fit_start(self, trainer: L.Trainer, pl_module) -> None:
         self.pending = None
+        self.stop_at_epoch_end = False
 
     def _steps_begin(self) -> None:
         stop = self.handling()
         if stop is None:
             return
-        if stop.received is not None:
+        if stop.received is not None and not self.stop_at_epoch_end:
             stop.stop_now()  # the signal came during validation
         stop.at_step_boundary = True
 
     def _steps_pause(self) -> None:
         stop = self.handling()
-        if stop is not None:
+        if stop is not None and not self.stop_at_epoch_end:
             stop.at_step_boundary = False
             if stop.received is not None:
                 stop.stop_now()  # signalled after the last step's check
@@ -121,13 +132,25 @@ class CheckpointOnPreemption(Callback):
         stop = signals.current()
         if stop is None or not self.any_rank_signalled(trainer, stop.received is not None):
             return
+        if ends_epoch(trainer):
+            self.stop_at_epoch_end = True  # once its validation has run and been saved
+            return
+        self.stop_here(trainer, stop)
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
+        stop = signals.current()
+        if self.stop_at_epoch_end and stop is not None:
+            self.stop_here(trainer, stop)
+
+    def stop_here(self, trainer: L.Trainer, stop: signals.SignalStop) -> None:
+        """Save last.ckpt (unless it holds this very state already) and stop the run."""
         stop.stopping = True  # the step has ended: the save may take its time
         step = trainer.global_step
         latest = latest_checkpoint(trainer)
         if latest is not None:
             # saved at the end of a training batch, so the resume continues with the next
-            # batch of the epoch
-            path = latest.save(trainer)
+            # batch of the epoch (at an epoch's end, the checkpoint callbacks saved already)
+            path = latest.save_if_new(trainer)
             log.info("stopped by a signal at step %d: saved %s", step, path)
         elif trainer.is_global_zero:
             log.warning("stopped by a signal at step %d; no last_checkpoint callback to save", step)

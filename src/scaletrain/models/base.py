@@ -7,6 +7,7 @@ import lightning as L
 import torch
 import torch.nn.functional as F
 from hydra.utils import instantiate
+from lightning.pytorch.callbacks import ModelCheckpoint
 from omegaconf import DictConfig, OmegaConf
 from torchmetrics import MeanMetric
 
@@ -130,7 +131,9 @@ class ScaleModule(L.LightningModule):
         """Start tracking the best validation value afresh, or, on a resume, from the best
         score the checkpoint callback restored (sanity-check values never count)."""
         best_metric.reset()
-        checkpoint = self.trainer.checkpoint_callback  # the best-checkpoint callback
+        checkpoint = next(  # the best-checkpoint callback (last.ckpt's has no score)
+            (c for c in self.trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)), None
+        )
         if (
             self.trainer.ckpt_path
             and checkpoint is not None
