@@ -6,6 +6,7 @@ from typing import Any
 import lightning as L
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
+from lightning.pytorch.plugins.environments import SLURMEnvironment
 from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig
 
@@ -43,6 +44,17 @@ def instantiate_group(group: DictConfig | None) -> list[Any]:
     return [instantiate(entry) for entry in group.values() if entry is not None]
 
 
+def plugins() -> list[Any]:
+    """Atomic checkpoint writes; under SLURM, its environment without Lightning's own
+    requeue on SIGUSR1, which would save from inside the signal handler, one rank alone:
+    the job's signal stop saves on every rank at the same step, and submitit's launcher or
+    scripts/slurm.sbatch requeues (see scaletrain.runtime.signals)."""
+    found = [AtomicCheckpointIO()]
+    if SLURMEnvironment.detect():
+        found.append(SLURMEnvironment(auto_requeue=False))
+    return found
+
+
 def build_trainer(cfg: DictConfig, model: ScaleModule) -> L.Trainer:
     """The Lightning Trainer with this run's strategy, callbacks and loggers; hands the
     sharding options of the strategy to ``model``, which applies them in configure_model.
@@ -60,7 +72,7 @@ def build_trainer(cfg: DictConfig, model: ScaleModule) -> L.Trainer:
             strategy=strategy,
             callbacks=callbacks,
             logger=loggers,
-            plugins=[AtomicCheckpointIO()],
+            plugins=plugins(),
         )
     except Exception as raised:
         objection = lightning_objection(raised)

@@ -1,4 +1,5 @@
-"""SIGTERM (a scheduler's notice) and SIGINT (Ctrl+C): a run always ends promptly.
+"""SIGTERM (a scheduler's notice), SIGINT (Ctrl+C) and SIGUSR1/SIGUSR2 (a scheduler's
+warning before a time limit): a run always ends promptly.
 
 While training steps run, a signal is only recorded: the preemption callback then stops
 every rank after the same step and saves last.ckpt there. Anywhere else (setting up,
@@ -12,6 +13,11 @@ as it was (checkpoint writes are atomic). Two guards cover a step that never end
   first signal, it exits without saving;
 - a second signal exits at once.
 
+A scheduler's warning is then handed on to the handler the process had before the job,
+where that is a Python function: submitit's, in a job it started, which requeues the job
+(it resumes from last.ckpt: ``hydra_plugins.scaletrain_launcher``). It runs only once every
+rank has stopped, never in the middle of a step, where it would stop one rank alone.
+
 Exit status: 143, the status of a job ended by SIGTERM, whichever signal it was; ranks
 that Lightning started as children of rank 0 exit with 0 instead, because Lightning kills
 the whole job at once (rank 0 included, mid-save) when such a child exits with another
@@ -23,14 +29,19 @@ import os
 import signal
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from types import FrameType
+from typing import Any
 
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 log = logging.getLogger("scaletrain")
 
-SIGNALS = (signal.SIGTERM, signal.SIGINT)
+SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1, signal.SIGUSR2)
+# The signals a scheduler sends some time before a job's time limit (SLURM's --signal):
+# the ones a job launcher may handle itself, by requeueing the job.
+REQUEUE_SIGNALS = (signal.SIGUSR1, signal.SIGUSR2)
 EXIT_STATUS = 128 + signal.SIGTERM
 DEFAULT_GRACE_PERIOD = 30.0  # seconds
 
@@ -113,8 +124,8 @@ class SignalStop:
 
     # -- install and restore, in the main thread ----------------------------------------
     def install(self) -> None:
-        """Handle SIGTERM and SIGINT with :meth:`handle` (again: Lightning replaces the
-        SIGTERM handler when it starts a stage)."""
+        """Handle the signals with :meth:`handle` (again: Lightning replaces the SIGTERM
+        handler when it starts a stage)."""
         for signum in SIGNALS:
             if signal.getsignal(signum) != self.handle:
                 self._previous.setdefault(signum, signal.getsignal(signum))
@@ -129,6 +140,14 @@ class SignalStop:
             threading.Thread(
                 target=self._watch, args=(reader,), name="signal-watch", daemon=True
             ).start()
+
+    def launcher_handler(self) -> Callable[[int, FrameType | None], Any] | None:
+        """The job launcher's own handler of the signal received, if it had one (submitit's
+        requeue on SIGUSR2)."""
+        if self.received not in REQUEUE_SIGNALS:
+            return None
+        previous = self._previous.get(self.received)
+        return previous if callable(previous) else None
 
     def uninstall(self) -> None:
         for signum, previous in self._previous.items():
@@ -156,6 +175,8 @@ def _reset_in_forked_child() -> None:
         signal.set_wakeup_fd(-1)
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        for signum in REQUEUE_SIGNALS:  # the parent stops the job: a warning is its alone
+            signal.signal(signum, signal.SIG_IGN)
     except ValueError:  # forked from a thread other than the main one
         pass
 
@@ -170,7 +191,7 @@ def current() -> SignalStop | None:
 
 @contextmanager
 def stop_on_signals(exit_status: int = EXIT_STATUS) -> Iterator[SignalStop]:
-    """Handle SIGTERM and SIGINT as this module describes for the duration of one job (the
+    """Handle the signals as this module describes for the duration of one job (the
     preemption callback sets the grace period once the run has set up its callbacks)."""
     global _current
     stop = SignalStop(exit_status=exit_status)
@@ -178,6 +199,13 @@ def stop_on_signals(exit_status: int = EXIT_STATUS) -> Iterator[SignalStop]:
     _current = stop
     try:
         yield stop
+    except Preempted:
+        hand_on = stop.launcher_handler()
+        _current = None
+        stop.uninstall()
+        if hand_on is not None:  # every rank has stopped (and saved): requeue now
+            hand_on(stop.received, None)
+        raise
     finally:
         _current = None
         stop.uninstall()
