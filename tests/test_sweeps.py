@@ -1,6 +1,6 @@
 """Multirun with every strategy: one sweep directory, one job directory per combination,
 every rank of a job in that job's directory with that job's parameters, each job
-trained once; Optuna trials the same; SLURM and submitit launcher configs."""
+trained once; Optuna trials the same; the submitit launcher on local processes."""
 
 import json
 import os
@@ -9,10 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
 
-from scaletrain.config import CONFIG_DIR
 from tests.helpers import PARITY_STRATEGIES, QUIET
 
 pytestmark = pytest.mark.slow  # starts training runs as subprocesses
@@ -103,21 +100,3 @@ def test_submitit_local_launcher_runs_a_sweep(tmp_path):
     summary = json.loads((sweep / "summary.json").read_text())
     assert [job["job"] for job in summary["jobs"]] == ["0", "1"]
     assert (sweep / ".submitit").is_dir()
-
-
-def test_slurm_launcher_follows_the_trainer_layout():
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=CONFIG_DIR, version_base="1.3"):
-        cfg = compose(
-            "train",
-            overrides=[
-                "hydra/launcher=slurm",
-                "trainer.num_nodes=2",
-                "trainer.devices=4",
-                "paths.output_dir=/unused",
-            ],
-            return_hydra_config=True,
-        )
-    launcher = cfg.hydra.launcher
-    assert launcher._target_.endswith("SlurmLauncher")
-    assert (launcher.nodes, launcher.tasks_per_node, launcher.gpus_per_node) == (2, 4, 4)

@@ -1,6 +1,6 @@
 """Where the Hydra configs live (``conf/`` at the repository root), and the resolvers
-they use: log files of their own for externally launched ranks (torchrun, srun), and the
-run's name in TensorBoard."""
+they use: log files of their own for externally launched ranks (torchrun, srun), the
+run's name in TensorBoard, and the GPUs a SLURM job asks for."""
 
 import os
 from pathlib import Path
@@ -22,5 +22,16 @@ def tensorboard_run_name() -> str:
     return run_name()
 
 
+GPU_ACCELERATORS = ("gpu", "cuda")
+
+
+def gpus_per_node(accelerator: str, devices: object) -> object:
+    """The GPUs a SLURM job asks for on each node: one per device where the run trains on
+    GPUs (``trainer=gpu``), none otherwise (``trainer=cpu``; ``auto`` asks for none, so
+    that it runs on a CPU partition)."""
+    return devices if str(accelerator) in GPU_ACCELERATORS else 0
+
+
+OmegaConf.register_new_resolver("gpus_per_node", gpus_per_node, replace=True)
 OmegaConf.register_new_resolver("rank_log_name", rank_log_name, replace=True)
 OmegaConf.register_new_resolver("tensorboard_run_name", tensorboard_run_name, replace=True)

@@ -32,6 +32,12 @@ HARMLESS_LOG_MESSAGES: dict[str, tuple[tuple[str, str], ...]] = {
     "lightning.fabric.utilities.distributed": (
         (r"Initializing distributed: ", "one line per rank that every distributed run prints"),
     ),
+    "submitit": (
+        (
+            r"Call #\d+ - Bypassing sacct error",
+            "a cluster without accounting: submitit reads a job's end from its result file",
+        ),
+    ),
     "lightning.pytorch.accelerators.cuda": (
         (r"LOCAL_RANK: \d+ - CUDA_VISIBLE_DEVICES", "restates the devices the run was given"),
     ),
