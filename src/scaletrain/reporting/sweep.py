@@ -46,23 +46,39 @@ def markdown_table(jobs: list[dict], metric: str) -> str:
     return "\n".join(lines) + "\n"
 
 
+def write_summary(sweep_dir: Path, metric: str, mode: str) -> dict[str, Any]:
+    """Write ``summary.json`` and ``summary.md`` of the jobs finished in ``sweep_dir``
+    (whichever machine or launcher ran them); return the summary."""
+    jobs = collect_jobs(sweep_dir)
+    summary = {
+        "optimized_metric": metric,
+        "mode": mode,
+        "best": best_job(jobs, metric, mode),
+        "jobs": jobs,
+    }
+    (sweep_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (sweep_dir / "summary.md").write_text(markdown_table(jobs, metric))
+    return summary
+
+
+def report(summary: dict[str, Any], sweep_dir: Path) -> None:
+    best, metric = summary["best"], summary["optimized_metric"]
+    if best is not None:
+        log.info(
+            "best job %s: %s=%s (%s)",
+            best["job"],
+            metric,
+            best["metrics"][metric],
+            " ".join(best["overrides"]),
+        )
+    log.info("sweep summary: %s", sweep_dir / "summary.md")
+
+
 class SweepSummary(Callback):
-    """Writes ``summary.json`` and ``summary.md`` into the sweep directory at its end."""
+    """Writes ``summary.json`` and ``summary.md`` into the sweep directory at its end
+    (``python -m scaletrain.summary <sweep dir>`` writes them again at any time)."""
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         sweep_dir = Path(config.hydra.sweep.dir)
-        metric, mode = config.get("optimized_metric"), config.monitor.mode
-        jobs = collect_jobs(sweep_dir)
-        best = best_job(jobs, metric, mode)
-        summary = {"optimized_metric": metric, "mode": mode, "best": best, "jobs": jobs}
-        (sweep_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-        (sweep_dir / "summary.md").write_text(markdown_table(jobs, metric))
-        if best is not None:
-            log.info(
-                "best job %s: %s=%s (%s)",
-                best["job"],
-                metric,
-                best["metrics"][metric],
-                " ".join(best["overrides"]),
-            )
-        log.info("sweep summary: %s", sweep_dir / "summary.md")
+        summary = write_summary(sweep_dir, config.get("optimized_metric"), config.monitor.mode)
+        report(summary, sweep_dir)
