@@ -70,6 +70,9 @@ class SignalStop:
         self._previous_wakeup_fd = -1
         self._sockets: tuple[socket.socket, socket.socket] | None = None
         self._timer: threading.Timer | None = None
+        # set once the job's handling is uninstalled: a signal the watcher reads late, and
+        # a grace period still running, then belong to no job and end nothing
+        self._ended = threading.Event()
 
     # -- in the main thread, between two Python operations ------------------------------
     def handle(self, signum: int, frame) -> None:
@@ -97,8 +100,8 @@ class SignalStop:
                 reader.close()
                 return
             for signum in data:
-                if signum not in SIGNALS:
-                    continue  # another handled signal (the DataLoader's SIGCHLD)
+                if signum not in SIGNALS or self._ended.is_set():
+                    continue  # another handled signal (the DataLoader's SIGCHLD), or too late
                 count += 1
                 if count == 1:
                     self._timer = threading.Timer(self.grace_period, self._give_up)
@@ -108,7 +111,7 @@ class SignalStop:
                     self._exit(f"error: {signal.Signals(signum).name} again: exiting now")
 
     def _give_up(self) -> None:
-        if self.stopping:
+        if self.stopping or self._ended.is_set():
             return
         self._exit(
             "error: no training step ended within callbacks.checkpoint_on_preemption."
@@ -150,6 +153,7 @@ class SignalStop:
         return previous if callable(previous) else None
 
     def uninstall(self) -> None:
+        self._ended.set()
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
         self._previous.clear()
