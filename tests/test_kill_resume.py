@@ -69,7 +69,15 @@ def test_sigkill_then_resume_gives_bit_identical_weights(tmp_path, layout):
     assert f"resuming from {last}" in resumed.output
     assert resumed.metrics["global_step"] == MAX_STEPS
     # the last validation before the kill is reported, as the uninterrupted run reports it
-    assert resumed.metrics["metrics"] == straight.metrics["metrics"]
+    # (train/loss is left out: a kill after the final save can leave the resume nothing to
+    # train, and it then reports the loss logged before that save)
+    validation = {k: v for k, v in straight.metrics["metrics"].items() if k.startswith("val/")}
+    assert (
+        validation
+        and {k: v for k, v in resumed.metrics["metrics"].items() if k.startswith("val/")}
+        == validation
+    )
+    assert resumed.metrics["best_score"] == straight.metrics["best_score"]
 
     expected = final_weights(straight.run_dir / "checkpoints" / "last.ckpt", tmp_path)
     weights = final_weights(last, tmp_path)
