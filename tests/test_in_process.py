@@ -97,3 +97,26 @@ def test_a_run_without_a_best_checkpoint_resumes_and_validates(tmp_path):
     run_in_process(tmp_path / "run", *common, "trainer.max_steps=6", "ckpt_path=last")
     summary = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert summary["global_step"] == 6 and "val/acc_best" in summary["metrics"]
+
+
+@pytest.mark.parametrize("first_steps", [6, 9], ids=["ended-with-an-epoch", "ended-mid-epoch"])
+def test_a_run_trained_longer_ends_as_if_it_had_run_straight(tmp_path, first_steps):
+    """A run bounded by max_steps, resumed with a later bound: its last save came during an
+    epoch's end (Lightning resumes that state by counting the epoch twice, which shifts the
+    data order of every later epoch; see compat.store_epoch_end_as_resumable)."""
+    common = [*TINY, "trainer.max_epochs=-1", "test=false"]
+    run_in_process(tmp_path / "straight", *common, "trainer.max_steps=15")
+    run_in_process(tmp_path / "longer", *common, f"trainer.max_steps={first_steps}")
+    run_in_process(tmp_path / "longer", *common, "trainer.max_steps=15", "ckpt_path=last")
+
+    def final(name):
+        return torch.load(tmp_path / name / "checkpoints" / "last.ckpt", weights_only=False)
+
+    final_names = ("straight", "longer")
+    straight, longer = (final(name) for name in final_names)
+    assert longer["global_step"] == straight["global_step"] == 15
+    assert longer["epoch"] == straight["epoch"]
+    for name, tensor in straight["state_dict"].items():
+        assert torch.equal(longer["state_dict"][name], tensor), name
+    summaries = [json.loads((tmp_path / n / "metrics.json").read_text()) for n in final_names]
+    assert summaries[0]["metrics"] == summaries[1]["metrics"]

@@ -26,10 +26,13 @@ SAVE_EVERY_STEP = [
 ]
 # ddp saves one file from rank 0, as a single process does; fsdp saves shards from each rank
 LAYOUTS = {"single": [], "fsdp": ["strategy=fsdp", "trainer.devices=2"]}
-# The step after which each layout is killed: fixed, so that a failure reproduces. 39 is
-# the last step of the first epoch (the kill lands at the epoch boundary, in the end-of-
-# epoch validation or save); 17 lands mid-epoch.
-KILL_AFTER = {"single": 39, "fsdp": 17}
+# Where each layout is killed: a run stalled there by a callback, so that a failure
+# reproduces. single: at the start of the second epoch, when last.ckpt is the save at the
+# first epoch's end (step 39, after its validation); fsdp: mid-epoch, after step 17.
+KILL_AT = {
+    "single": {"hook": "on_train_epoch_start", "after_step": 39},
+    "fsdp": {"hook": "on_train_batch_end", "after_step": 17},
+}
 
 
 def saved_step(path: Path) -> int | None:
@@ -57,10 +60,16 @@ def test_sigkill_then_resume_gives_bit_identical_weights(tmp_path, layout):
     )
     assert straight.returncode == 0, straight.output
 
-    kill_after = KILL_AFTER[layout]
-    job = start_cli("train", tmp_path / "killed", *common)
+    kill_at, marker = KILL_AT[layout], tmp_path / "stalled"
+    stall = (
+        f"{{_target_: tests.stall.Stall, marker: {marker}, hook: {kill_at['hook']}, "
+        f"after_step: {kill_at['after_step']}}}"
+    )
+    job = start_cli("train", tmp_path / "killed", *common, f"+callbacks.stall={stall}")
+    job.wait_for(marker.exists, "the run never reached the kill point")
     last = job.run_dir / "checkpoints" / "last.ckpt"
-    job.wait_for(lambda: (saved_step(last) or 0) >= kill_after, "no checkpoint saved")
+    kill_after = saved_step(last)
+    assert kill_after is not None and kill_after <= kill_at["after_step"]
     job.signal_all(signal.SIGKILL)
     assert job.wait(timeout=30) == -signal.SIGKILL
 

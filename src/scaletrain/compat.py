@@ -61,6 +61,51 @@ def at_last_batch_of_epoch(trainer: L.Trainer) -> bool:
     return trainer.fit_loop.epoch_loop.batch_progress.is_last_batch
 
 
+# -- Lightning: a checkpoint written at an epoch's end --------------------------------------
+
+# During ``on_train_epoch_end`` Lightning's fit loop has counted the epoch as processed but
+# not yet as completed. Resuming from that state, Lightning 2.6 runs the epoch's end again
+# when training is bounded by ``max_steps`` and counts the epoch twice: the next epoch then
+# draws the data order of the one after it (its sampler epoch is the processed count) and
+# ``current_epoch`` runs one ahead. A checkpoint written there is therefore stored as the
+# state Lightning resumes correctly from, whether training is bounded by steps or epochs:
+# after a whole epoch, the state between it and the next (as the next epoch's start would
+# reset it); after an epoch cut short (``max_steps`` reached, or a stop), the state inside
+# it, so that a resume with a later limit trains the epoch's remaining batches.
+
+
+def _fresh_current(progress: dict[str, Any]) -> None:
+    progress["current"] = {name: 0 for name in progress["current"]}
+
+
+def store_epoch_end_as_resumable(checkpoint: dict[str, Any], whole_epoch: bool) -> None:
+    """Rewrite the fit loop's progress in ``checkpoint`` (in place) if it was written during
+    an epoch's end, after all of the epoch's batches (``whole_epoch``) or fewer; leave any
+    other checkpoint as it is."""
+    fit = checkpoint.get("loops", {}).get("fit_loop")
+    if not fit:
+        return
+    epochs = fit["epoch_progress"]
+    if epochs["current"]["processed"] != epochs["current"]["completed"] + 1:
+        return  # not between the epoch's processed and completed counts
+    batches = fit["epoch_loop.batch_progress"]
+    if whole_epoch:
+        for counts in epochs.values():
+            counts["completed"] = counts["processed"]
+        _fresh_current(batches)
+        batches["is_last_batch"] = False
+        _fresh_current(fit["epoch_loop.scheduler_progress"])
+        optimizer = fit["epoch_loop.automatic_optimization.optim_progress"]["optimizer"]
+        for progress in optimizer.values():
+            _fresh_current(progress)
+        fit["epoch_loop.val_loop.batch_progress"]["total"] = {
+            name: 0 for name in fit["epoch_loop.val_loop.batch_progress"]["total"]
+        }
+    else:
+        for counts in epochs.values():
+            counts["processed"] = counts["completed"]
+
+
 # -- Lightning: saving a checkpoint under ModelParallelStrategy ---------------------------
 
 

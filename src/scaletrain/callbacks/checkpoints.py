@@ -70,6 +70,13 @@ class LatestCheckpoint(Checkpoint):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.restored_metrics = dict(state_dict.get("metrics", {}))
 
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict[str, Any]
+    ) -> None:
+        # every checkpoint the Trainer writes, the best ones too, resumes where it was written
+        whole_epoch = compat.batches_trained_this_epoch(trainer) >= trainer.num_training_batches
+        compat.store_epoch_end_as_resumable(checkpoint, whole_epoch)
+
     def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
         self._trainer = trainer
 
