@@ -14,7 +14,7 @@ from scaletrain.callbacks.checkpoints import checkpoint_order
 from scaletrain.checkpoint.atomic import AtomicCheckpointIO
 from scaletrain.errors import ConfigError
 from scaletrain.models.base import ScaleModule
-from scaletrain.parallel.layout import ParallelLayout, world_size
+from scaletrain.parallel.layout import SHARDED, ParallelLayout, world_size
 from scaletrain.parallel.strategy import build_strategy
 
 
@@ -35,6 +35,13 @@ def lightning_objection(error: BaseException) -> ConfigError | None:
     # one line, however many Lightning wrote ("You requested gpu: [0]\n But your machine...")
     message = " ".join(str(error).split()) or type(error).__name__
     return ConfigError(f"trainer: {message if len(message) <= 300 else message[:297] + '...'}")
+
+
+def build_model(cfg: DictConfig) -> ScaleModule:
+    """The run's LightningModule. Under the sharded strategies its net is built on the meta
+    device, taking no memory, and each rank allocates only its own shards in
+    ``configure_model``; elsewhere it is built whole."""
+    return instantiate(cfg.model, empty_init=cfg.strategy.name in SHARDED)
 
 
 def instantiate_group(group: DictConfig | None) -> list[Any]:

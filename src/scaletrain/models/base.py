@@ -12,7 +12,9 @@ from omegaconf import DictConfig, OmegaConf
 from torchmetrics import MeanMetric
 
 from scaletrain.conventions import IGNORE_INDEX
+from scaletrain.nets.init import initialize
 from scaletrain.parallel.apply import FSDPOptions, parallelize
+from scaletrain.parallel.materialize import is_on_meta, materialize
 
 
 def plain(config: Any) -> Any:
@@ -31,6 +33,9 @@ class ScaleModule(L.LightningModule):
         scheduler: optional Hydra config of a partial LR scheduler, stepped every step.
         activation_checkpointing: recompute each block's activations in the backward.
         compile: ``torch.compile`` each block.
+        empty_init: build the net on the meta device, without memory; ``configure_model``
+            gives each rank its shards (for the sharded strategies). Either way the
+            initial weights depend only on the seed (see ``scaletrain.nets.init``).
     """
 
     # Every metric the module logs: what monitor.metric and optimized_metric may name.
@@ -43,6 +48,7 @@ class ScaleModule(L.LightningModule):
         scheduler: dict | None = None,
         activation_checkpointing: bool = False,
         compile: bool = False,
+        empty_init: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(
@@ -54,7 +60,13 @@ class ScaleModule(L.LightningModule):
                 "compile": compile,
             }
         )
-        self.net = instantiate(self.hparams.net)
+        # seeded by the caller (the runner seeds every rank alike before building)
+        self.init_seed = torch.initial_seed()
+        if empty_init:
+            with torch.device("meta"):
+                self.net = instantiate(self.hparams.net)
+        else:
+            self.net = initialize(instantiate(self.hparams.net), self.init_seed)
         # One metric object per stage: torchmetrics state must not mix val and test.
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         # Set by the strategy builder for fsdp and model_sharded; not a hyperparameter,
@@ -63,7 +75,8 @@ class ScaleModule(L.LightningModule):
         self._parallelized = False
 
     def configure_model(self) -> None:
-        """Apply tensor parallel, compile, activation checkpointing and FSDP2 as configured.
+        """Apply tensor parallel, compile, activation checkpointing and FSDP2 as configured,
+        then allocate and initialize a net built on the meta device (each rank its shards).
 
         Lightning calls this for fit and again for test: the second call does nothing.
         """
@@ -76,6 +89,10 @@ class ScaleModule(L.LightningModule):
             activation_checkpointing=self.hparams.activation_checkpointing,
             compile=self.hparams.compile,
         )
+        if is_on_meta(self.net):
+            offloaded = self.fsdp_options is not None and self.fsdp_options.cpu_offload
+            device = torch.device("cpu") if offloaded else self.trainer.strategy.root_device
+            materialize(self.net, device, self.init_seed)
         self._parallelized = True
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:

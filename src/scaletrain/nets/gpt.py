@@ -84,14 +84,17 @@ class GPT(nn.Module):
         )
         self.norm = nn.LayerNorm(dim)
         self.lm_head = nn.Linear(dim, vocab_size, bias=False)
-        self.apply(self._init_weights)
 
-    @staticmethod
-    def _init_weights(module: nn.Module) -> None:
-        if isinstance(module, nn.Linear | nn.Embedding):
-            nn.init.normal_(module.weight, mean=0.0, std=0.02)
-        if isinstance(module, nn.Linear) and module.bias is not None:
-            nn.init.zeros_(module.bias)
+    def init_parameter(self, name: str, value: torch.Tensor, generator: torch.Generator) -> None:
+        """The initial value of parameter ``name`` (see ``scaletrain.nets.init``): weights of
+        linear layers and embeddings from N(0, 0.02), norms' scales 1, biases 0."""
+        module = self.get_submodule(name.rpartition(".")[0])
+        if isinstance(module, nn.Linear | nn.Embedding) and name.endswith("weight"):
+            nn.init.normal_(value, mean=0.0, std=0.02, generator=generator)
+        elif isinstance(module, nn.LayerNorm) and name.endswith("weight"):
+            nn.init.ones_(value)
+        else:
+            nn.init.zeros_(value)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         """Logits ``(batch, length, vocab_size)`` for token ids ``(batch, length)``."""

@@ -1,5 +1,6 @@
 """The seed's multilayer perceptron: input -> hidden ReLU layers -> class logits."""
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -20,6 +21,14 @@ class MLP(nn.Module):
             for fan_in, fan_out in zip(widths[:-1], widths[1:], strict=True)
         )
         self.head = nn.Linear(widths[-1], num_classes)
+
+    def init_parameter(self, name: str, value: torch.Tensor, generator: torch.Generator) -> None:
+        """The initial value of parameter ``name`` (see ``scaletrain.nets.init``): PyTorch's
+        own rule for linear layers, uniform within 1/sqrt(fan_in) (weights: Kaiming
+        uniform with a=sqrt(5), the same bound)."""
+        fan_in = self.get_submodule(name.rpartition(".")[0]).in_features
+        bound = 1 / math.sqrt(fan_in)
+        nn.init.uniform_(value, -bound, bound, generator=generator)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.flatten(1)
