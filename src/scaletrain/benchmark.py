@@ -60,6 +60,19 @@ MEMORY_GPT = [
     "data.batch_size=8",
     "data.context_length=64",
 ]
+# A GPT whose fp32 parameters take over 200 MB (50.6 M parameters), for the memory it
+# takes each rank to build the model and to train it.
+LARGE_GPT = [
+    "model.net.dim=1024",
+    "model.net.num_layers=4",
+    "data.batch_size=8",
+    "data.context_length=64",
+]
+SETUP_LAYOUTS = {
+    "ddp_2": ["strategy=ddp", "trainer.devices=2"],
+    "fsdp_2": ["strategy=fsdp", "trainer.devices=2"],
+    "fsdp_4": ["strategy=fsdp", "trainer.devices=4"],
+}
 
 
 def compose_train(overrides: list[str], output_dir: Path):
@@ -249,6 +262,46 @@ def measure_memory(overrides: list[str], root: Path) -> dict:
     return results
 
 
+def per_rank(perf: dict[str, list[float]], name: str) -> list[float]:
+    """Every rank's values of ``perf/<name>/rank<N>``, in rank order."""
+    found = {
+        int(tag.rpartition("rank")[2]): values
+        for tag, values in perf.items()
+        if tag.startswith(f"perf/{name}/rank")
+    }
+    return [max(found[rank]) for rank in sorted(found)]
+
+
+def measure_setup_memory(overrides: list[str], root: Path) -> dict:
+    """Per rank, above its resident memory after imports: the peak until the first step
+    (building, sharding and initializing the model), as a share of the whole model's
+    parameter bytes; and the peak over a few training steps, fsdp against ddp."""
+    results = {}
+    for name, layout in SETUP_LAYOUTS.items():
+        perf = cli_run(
+            [*overrides, *layout, "trainer.max_steps=3", "trainer.log_every_n_steps=1"],
+            root / f"setup-{name}",
+        )
+        baselines = per_rank(perf, "baseline_memory_bytes")
+        setup_peak = max(per_rank(perf, "setup_peak_memory_bytes"))
+        training_peak = max(
+            peak - baseline
+            for peak, baseline in zip(per_rank(perf, "peak_memory_bytes"), baselines, strict=True)
+        )
+        params = perf["perf/params_full_bytes"][0]
+        results[name] = {
+            "params_full_bytes": params,
+            "baseline_bytes": max(baselines),
+            "setup_peak_bytes": setup_peak,
+            "setup_peak_vs_params": setup_peak / params,
+            "training_peak_bytes": training_peak,
+        }
+    results["training_peak_fsdp_vs_ddp_2_ranks"] = (
+        results["fsdp_2"]["training_peak_bytes"] / results["ddp_2"]["training_peak_bytes"]
+    )
+    return results
+
+
 def measure_compile(overrides: list[str], steps: int, root: Path) -> dict:
     """tokens/s with ``model.compile=true`` against eager, both on 2 threads."""
     common = steady_run(overrides, steps)
@@ -290,6 +343,22 @@ def markdown(results: dict) -> str:
             f"{figures['peak_rss_bytes'] / 2**20:.0f} MiB) | "
             f"{'<= 0.55x' if name in ('fsdp', 'model_sharded') else ''} |"
         )
+    setup = results["setup_memory"]
+    targets = {"ddp_2": "about 1.0", "fsdp_2": "<= 0.6", "fsdp_4": "<= 0.35"}
+    params_mib = setup["ddp_2"]["params_full_bytes"] / 2**20
+    for name, target in targets.items():
+        figures = setup[name]
+        rows.append(
+            f"| setup peak per rank above baseline, {name.replace('_', ' ')} ranks, "
+            f"/ parameters ({params_mib:.0f} MiB) | {figures['setup_peak_bytes'] / 2**20:.0f} "
+            f"MiB = **{figures['setup_peak_vs_params']:.2f}x** | {target} |"
+        )
+    rows.append(
+        "| training peak per rank above baseline, fsdp / ddp, 2 ranks | "
+        f"{setup['fsdp_2']['training_peak_bytes'] / 2**20:.0f} / "
+        f"{setup['ddp_2']['training_peak_bytes'] / 2**20:.0f} MiB = "
+        f"**{setup['training_peak_fsdp_vs_ddp_2_ranks']:.2f}x** | <= 0.6 |"
+    )
     compiled = results["compile"]
     rows.append(
         f"| gpt_text tokens/s, compile / eager | {compiled['tokens_per_sec_compiled']:.0f} / "
@@ -332,6 +401,9 @@ def main(argv: list[str] | None = None) -> dict:
             "scaling": measure_scaling(workloads["gpt"], 16, 14 if args.tiny else 60, root),
             "memory": measure_memory(
                 workloads["gpt"] if args.tiny else [*WORKLOADS["gpt"], *MEMORY_GPT], root
+            ),
+            "setup_memory": measure_setup_memory(
+                workloads["gpt"] if args.tiny else [*WORKLOADS["gpt"], *LARGE_GPT], root
             ),
             "compile": measure_compile(workloads["gpt"], 12 if args.tiny else 60, root),
         }

@@ -1,4 +1,5 @@
-"""Per-rank memory of the model state: parameters, gradients and optimizer state.
+"""Per-rank memory of the model state: parameters, gradients and optimizer state, and
+what building the model cost each rank before training started.
 
 This is the memory that DDP replicates on every rank and that FSDP and tensor
 parallelism divide: sharded tensors count only the shard this rank holds.
@@ -12,6 +13,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch.distributed.tensor import DTensor
 
+from scaletrain.runtime.memory import baseline_bytes, peak_resident_bytes
 from scaletrain.runtime.quiet import FILE_ONLY
 
 log = logging.getLogger("scaletrain")
@@ -45,12 +47,47 @@ def model_state_bytes(module: torch.nn.Module, optimizers: list) -> dict[str, in
     return sizes
 
 
+def full_bytes(tensors: Iterable[torch.Tensor]) -> int:
+    """Bytes of these tensors whole (a DTensor counts every shard)."""
+    return sum(tensor.numel() * tensor.element_size() for tensor in tensors)
+
+
+def log_now(trainer: L.Trainer, metrics: dict[str, float]) -> None:
+    """Straight to the loggers (rank 0's call): a one-off value must not wait for a
+    log_every_n_steps boundary."""
+    for logger in trainer.loggers:
+        logger.log_metrics(metrics, step=trainer.global_step)
+
+
 class ModelStateMemory(Callback):
-    """Logs ``perf/<part>_bytes`` once, after the first optimizer step (when gradients and
-    optimizer state exist), and writes each rank's figures to the log."""
+    """Logs, once training starts, ``perf/params_full_bytes`` (the whole model's
+    parameters) and each rank's ``perf/baseline_memory_bytes/rank<N>`` (resident memory
+    after imports, before the model was built) and ``perf/setup_peak_memory_bytes/rank<N>``
+    (the peak above that baseline until the first step: building, sharding and
+    initializing the model); then ``perf/<part>_bytes`` once, after the first optimizer
+    step (when gradients and optimizer state exist). Each rank's figures go to the log."""
 
     def __init__(self) -> None:
         self.measured = False
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        baseline = baseline_bytes()
+        if baseline is None or pl_module.device.type != "cpu":
+            return  # resident memory says little of a GPU run's model
+        setup_peak = peak_resident_bytes() - baseline
+        log.info(
+            "rank %d memory: %.1f MiB after imports, setup peak %.1f MiB above it",
+            trainer.global_rank,
+            baseline / 2**20,
+            setup_peak / 2**20,
+            extra=FILE_ONLY,
+        )
+        gathered = pl_module.all_gather(torch.tensor([float(baseline), float(setup_peak)]))
+        metrics = {"perf/params_full_bytes": float(full_bytes(pl_module.parameters()))}
+        for rank, (rank_baseline, rank_peak) in enumerate(gathered.reshape(-1, 2).tolist()):
+            metrics[f"perf/baseline_memory_bytes/rank{rank}"] = rank_baseline
+            metrics[f"perf/setup_peak_memory_bytes/rank{rank}"] = rank_peak
+        log_now(trainer, metrics)
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args) -> None:
         if self.measured or not any(optimizer.state for optimizer in trainer.optimizers):
@@ -63,8 +100,4 @@ class ModelStateMemory(Callback):
             ", ".join(f"{name} {size / 2**20:.2f} MiB" for name, size in sizes.items()),
             extra=FILE_ONLY,
         )
-        # Straight to the loggers (rank 0's figures): a one-off value must not wait for
-        # a log_every_n_steps boundary.
-        metrics = {f"perf/{name}_bytes": float(size) for name, size in sizes.items()}
-        for logger in trainer.loggers:
-            logger.log_metrics(metrics, step=trainer.global_step)
+        log_now(trainer, {f"perf/{name}_bytes": float(size) for name, size in sizes.items()})

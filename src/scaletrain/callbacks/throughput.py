@@ -4,9 +4,7 @@ Timing covers whole windows of steps, so the only device synchronization is one 
 window (on GPU); nothing is added to the step itself.
 """
 
-import resource
 import time
-from pathlib import Path
 
 import lightning as L
 import torch
@@ -14,20 +12,14 @@ from lightning.fabric.utilities.throughput import get_available_flops
 from lightning.pytorch.callbacks import Callback
 
 from scaletrain.parallel.layout import data_parallel_rank
+from scaletrain.runtime.memory import peak_resident_bytes
 
 
 def peak_memory_bytes(device: torch.device) -> int:
     """This process's peak: max allocated on a GPU, peak resident set size on CPU."""
     if device.type == "cuda":
         return torch.cuda.max_memory_allocated(device)
-    # VmHWM starts afresh with the process image; ru_maxrss would carry over the peak of
-    # the parent that forked this process (a launcher, a benchmark).
-    status = Path("/proc/self/status")
-    if status.is_file():
-        for line in status.read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+    return peak_resident_bytes()
 
 
 def compute_dtype(precision: str) -> torch.dtype:

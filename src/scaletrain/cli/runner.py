@@ -27,7 +27,7 @@ from scaletrain.checkpoint.consolidate import loadable_checkpoint
 from scaletrain.checkpoint.contents import checkpoint_problems
 from scaletrain.cli.errors import user_errors
 from scaletrain.cli.overrides import check_command_line
-from scaletrain.config.build import build_trainer
+from scaletrain.config.build import build_model, build_trainer
 from scaletrain.config.preflight import validate
 from scaletrain.data.idx import IDXFormatError
 from scaletrain.data.mnist import MNISTFilesMissing
@@ -38,6 +38,7 @@ from scaletrain.reporting.metrics import METRICS_FILE, write_json
 from scaletrain.reporting.record import RunRecord
 from scaletrain.reporting.tensorboard import end_session, start_session
 from scaletrain.runtime.launch import job_overrides, job_processes, wait_for_started_ranks
+from scaletrain.runtime.memory import mark_baseline
 from scaletrain.runtime.quiet import FILE_ONLY
 from scaletrain.runtime.ranks import is_global_rank_zero, local_rank
 from scaletrain.runtime.signals import EXIT_STATUS, Preempted
@@ -91,9 +92,10 @@ def start(
     """Build the attempt for a config that passed :func:`preflight`, starting from
     ``checkpoint``; once it is built, record it. ``checkpoint_hint`` is added to the
     problems of a checkpoint that does not fit the model."""
+    mark_baseline()  # what the model costs is measured from here (perf/* memory figures)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
-    model = instantiate(cfg.model)
+    model = build_model(cfg)
     problems = checkpoint_problems(checkpoint, model)
     if problems and checkpoint_hint:
         problems.append(checkpoint_hint)
