@@ -61,12 +61,14 @@ MEMORY_GPT = [
     "data.context_length=64",
 ]
 # A GPT whose fp32 parameters take over 200 MB (50.6 M parameters), for the memory it
-# takes each rank to build the model and to train it.
+# takes each rank to build the model and to train it; 1 MB of text, so that the figures
+# are the model's.
 LARGE_GPT = [
     "model.net.dim=1024",
     "model.net.num_layers=4",
     "data.batch_size=8",
     "data.context_length=64",
+    "data.max_bytes=1000000",
 ]
 SETUP_LAYOUTS = {
     "ddp_2": ["strategy=ddp", "trainer.devices=2"],

@@ -23,11 +23,18 @@ def parameter_generator(seed: int, name: str) -> torch.Generator:
 
 
 def initial_values(net: nn.Module, seed: int) -> Iterator[tuple[str, torch.Tensor]]:
-    """``(name, full initial value)`` of each of ``net``'s parameters, one at a time: at
-    most one full parameter exists at once. (A sharded parameter, a DTensor, has the full
-    shape.)"""
-    for name, param in net.named_parameters():
-        value = torch.empty(param.shape, dtype=param.dtype)
+    """``(name, full initial value)`` of each of ``net``'s parameters, one at a time. Each
+    value lives in one scratch buffer the size of the largest parameter, valid until the
+    next is yielded: allocating and freeing a full tensor per parameter would leave the
+    allocator's heap fragmented by tens of MB. (A sharded parameter, a DTensor, has the
+    full shape.)"""
+    params = list(net.named_parameters())
+    sizes: dict[torch.dtype, int] = {}
+    for _, param in params:
+        sizes[param.dtype] = max(sizes.get(param.dtype, 0), param.numel())
+    scratch = {dtype: torch.empty(size, dtype=dtype) for dtype, size in sizes.items()}
+    for name, param in params:
+        value = scratch[param.dtype][: param.numel()].view(param.shape)
         net.init_parameter(name, value, parameter_generator(seed, name))
         yield name, value
 
