@@ -135,6 +135,13 @@ def test_preflight_reads_the_vocabulary_from_the_manifest(prepared, tmp_path):
     ]
 
 
+def test_the_bpe_experiment_prepares_its_data_on_first_use(tmp_path):
+    cfg = compose_train("experiment=gpt_bpe", f"paths.root_dir={tmp_path}")
+    assert cfg.data.dir == f"{tmp_path}/data/stdlib-bpe4096"
+    assert cfg.model.net.vocab_size == 4096  # the size it will prepare, until it has
+    assert validate(cfg) == []
+
+
 def test_a_run_prepares_data_from_its_prepare_setting(tmp_path):
     (tmp_path / "a.txt").write_text(TEXT)
     dm = TokenDataModule(
