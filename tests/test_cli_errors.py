@@ -23,7 +23,7 @@ def test_every_bad_override_is_reported_at_once_one_line_each(train_cli):
     )
     assert run.returncode == 2
     assert run.output.strip().splitlines() == [
-        "error: data=imagenet: no such option; valid: digits, mnist, synthetic, text",
+        "error: data=imagenet: no such option; valid: digits, mnist, synthetic, text, tokens",
         "error: trainer.max_step: unknown setting; did you mean trainer.max_steps?",
         "error: model.optimzer.lr: unknown setting; did you mean model.optimizer.lr?",
         "error: strategy.sharding: unknown setting; valid under strategy: cpu_offload, "

@@ -23,10 +23,17 @@ def linear_shapes(net) -> list[tuple[int, int]]:
 
 
 # What some options need beside them: the model a data option goes with (and the other
-# way round), and enough devices for the default tensor-parallel size of 2.
+# way round), the data it reads, and enough devices for the default tensor-parallel size of 2.
 PARTNER = {
     "data=text": ["model=gpt"],
     "model=gpt": ["data=text"],
+    # token data the run would prepare (nothing is prepared by composing and validating)
+    "data=tokens": [
+        "model=gpt",
+        "data.dir=/nonexistent/tokens",
+        "data.prepare={sources:stdlib,tokenizer:bytes,vocab_size:256}",
+        "data.vocab_size=256",
+    ],
     "strategy=model_sharded": ["trainer.devices=2"],
 }
 

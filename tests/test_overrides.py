@@ -45,9 +45,15 @@ def test_a_key_of_a_group_that_was_not_chosen_is_unknown():
 @pytest.mark.parametrize(
     ("arg", "expected"),
     [
-        ("data=digits,mnst", "data=mnst: no such option; valid: digits, mnist, synthetic, text"),
+        (
+            "data=digits,mnst",
+            "data=mnst: no such option; valid: digits, mnist, synthetic, text, tokens",
+        ),
         ("callbacks=[default,early]", "callbacks=early: no such option; valid: default, "),
-        ("experiment=null", "experiment=null: no such option; valid: gpt_text, seed_mnist"),
+        (
+            "experiment=null",
+            "experiment=null: no such option; valid: gpt_bpe, gpt_text, seed_mnist",
+        ),
         ("dat=mnist", "dat: unknown setting; did you mean data?"),
         ("model.net.hidden_dims.3=8", "model.net.hidden_dims.3: model.net.hidden_dims is a list "),
         ("model.scheduler.T_max=3", "model.scheduler.T_max: model.scheduler is a single value"),

@@ -1,12 +1,14 @@
 """Where the Hydra configs live (``conf/`` at the repository root), and the resolvers
 they use: log files of their own for externally launched ranks (torchrun, srun), the
-run's name in TensorBoard, and the GPUs a SLURM job asks for."""
+run's name in TensorBoard, the GPUs a SLURM job asks for, and the vocabulary of prepared
+token data."""
 
 import os
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
+from scaletrain.data.shards import manifest_vocab_size
 from scaletrain.runtime.ranks import rank_log_name
 
 # Overridable for installs outside the repository checkout.
@@ -32,6 +34,7 @@ def gpus_per_node(accelerator: str, devices: object) -> object:
     return devices if str(accelerator) in GPU_ACCELERATORS else 0
 
 
+OmegaConf.register_new_resolver("manifest_vocab_size", manifest_vocab_size, replace=True)
 OmegaConf.register_new_resolver("gpus_per_node", gpus_per_node, replace=True)
 OmegaConf.register_new_resolver("rank_log_name", rank_log_name, replace=True)
 OmegaConf.register_new_resolver("tensorboard_run_name", tensorboard_run_name, replace=True)

@@ -6,9 +6,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from hydra.utils import get_class, instantiate
-from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import InterpolationResolutionError, OmegaConfBaseException
+from omegaconf import DictConfig, ListConfig, OmegaConf
+from omegaconf.errors import (
+    InterpolationResolutionError,
+    InterpolationToMissingValueError,
+    OmegaConfBaseException,
+)
 
+from scaletrain import compat
 from scaletrain.config.build import lightning_objection
 from scaletrain.config.settings import render, type_problems
 from scaletrain.parallel.layout import ParallelLayout, accelerator_type, divisors, world_size
@@ -197,19 +202,50 @@ def check_data_files(cfg: DictConfig) -> list[str]:
     return check(cfg.data) if check else []
 
 
+def missing_keys(node: DictConfig | ListConfig, path: str = "") -> Iterator[str]:
+    """The required settings (``???``) left unset, found without resolving references
+    (``OmegaConf.missing_keys`` resolves them, and stops at one that refers to a required
+    setting)."""
+    for key in range(len(node)) if isinstance(node, ListConfig) else node:
+        full_key = f"{path}[{key}]" if isinstance(key, int) else f"{path}.{key}".lstrip(".")
+        if OmegaConf.is_missing(node, key):
+            yield full_key
+        elif not OmegaConf.is_interpolation(node, key):
+            child = compat.child_node(node, key)
+            if isinstance(child, DictConfig | ListConfig) and not compat.is_none_node(child):
+                yield from missing_keys(child, full_key)
+
+
 def check_references(cfg: DictConfig) -> list[str]:
     """Required values are set and every ``${...}`` reference resolves."""
+    missing = sorted(missing_keys(cfg))
+    required = [f"{key} is required: set it on the command line, e.g. {key}=..." for key in missing]
     try:
-        missing = sorted(OmegaConf.missing_keys(cfg))
         OmegaConf.to_container(cfg.model, resolve=True)
         OmegaConf.to_container(cfg.data, resolve=True)
+    except InterpolationToMissingValueError:
+        return required  # a reference to a required setting: naming that one is enough
     except InterpolationResolutionError as error:
         return [
             f"{error.full_key}: refers to a setting that does not exist ({error.msg}); the "
             f"chosen groups do not fit together (model=mlp goes with data=digits, mnist or "
-            f"synthetic; model=gpt with data=text)"
+            f"synthetic; model=gpt with data=text or tokens)"
         ]
-    return [f"{key} is required: set it on the command line, e.g. {key}=..." for key in missing]
+    return required
+
+
+def check_vocabulary(cfg: DictConfig) -> list[str]:
+    """The net's vocabulary is the data's (for token data, the tokenizer's)."""
+    data_vocab = resolved(cfg, "data.vocab_size")
+    net_vocab = resolved(cfg, "model.net.vocab_size")
+    if isinstance(data_vocab, int) and isinstance(net_vocab, int) and data_vocab != net_vocab:
+        directory = resolved(cfg, "data.dir")
+        source = f" (the tokenizer of data.dir={directory})" if directory else ""
+        return [
+            f"model.net.vocab_size={net_vocab}: the data has data.vocab_size={data_vocab} "
+            f"tokens{source}; use {data_vocab}"
+        ]
+    return []
 
 
 def resolved(cfg: DictConfig, key: str) -> object:
@@ -242,6 +278,7 @@ def validate(cfg: DictConfig) -> list[str]:
     values = guarded(check_values, cfg, mistyped)
     problems = check_references(cfg) + typed + values
     problems += guarded(check_monitor, cfg) + guarded(check_strategy_options, cfg)
+    problems += guarded(check_vocabulary, cfg)
     # Lightning's Trainer and the layout are judged once the settings they take have the
     # right types and ranges (each problem is reported once, by the clearer check)
     wrong = mistyped | {setting_of(problem) for problem in values}

@@ -11,6 +11,7 @@ import torch
 from omegaconf import DictConfig
 
 from scaletrain.data.base import ShardedDataModule
+from scaletrain.data.codec import ByteCodec
 from scaletrain.data.datasets import BatchIndexedTensors
 from scaletrain.data.splits import random_split_indices
 from scaletrain.errors import ConfigError, check_shape
@@ -81,6 +82,10 @@ class TextDataModule(ShardedDataModule):
     def preflight_problems(data_cfg: DictConfig) -> list[str]:
         """The corpus files that do not exist, checked before the run starts."""
         return missing_files([Path(p) for p in data_cfg.paths or []])
+
+    def codec(self) -> ByteCodec:
+        """The codec of the data: a token is one byte of the files' UTF-8 text."""
+        return ByteCodec()
 
     def load_splits(self) -> dict[str, BatchIndexedTensors]:
         tokens = read_corpus(self.paths, self.max_bytes)
