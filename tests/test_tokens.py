@@ -1,4 +1,4 @@
-"""``data=tokens``: memory-mapped windows of prepared token shards, sharded across ranks,
+"""``data=tokens``: windows read from prepared token shards, sharded across ranks,
 resumable mid-epoch, with the vocabulary taken from the manifest."""
 
 import gc

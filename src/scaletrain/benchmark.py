@@ -304,6 +304,61 @@ def measure_setup_memory(overrides: list[str], root: Path) -> dict:
     return results
 
 
+def text_corpus(directory: Path, total_bytes: int) -> Path:
+    """``total_bytes`` of real text in files of 1 MiB: the standard library's source,
+    repeated."""
+    from scaletrain.data.text import stdlib_sources
+
+    source = b"".join(path.read_bytes() for path in stdlib_sources())
+    directory.mkdir(parents=True)
+    for index in range(-(-total_bytes // 2**20)):
+        start = (index * 2**20) % (len(source) - 2**20)
+        (directory / f"part{index:04d}.txt").write_bytes(source[start : start + 2**20])
+    return directory
+
+
+def measure_token_memory(megabytes: int, root: Path) -> dict:
+    """Per-rank peak resident memory of ddp on 2 ranks training on prepared token shards
+    of ``megabytes`` MB, and on a corpus 10 times larger: reading windows by offset keeps
+    it flat."""
+    from scaletrain.data.preparation import PrepareSettings, prepare
+
+    results = {}
+    for name, size in (("small", megabytes), ("large", 10 * megabytes)):
+        # byte tokens, stored as uint16: 2 bytes of shards per byte of text
+        text = text_corpus(root / f"text-{name}", size * 10**6 // 2)
+        prepared = prepare(
+            [text], root / f"tokens-{name}", PrepareSettings(tokenizer="bytes", vocab_size=256)
+        )
+        shard_bytes = sum(
+            (root / f"tokens-{name}" / shard["file"]).stat().st_size
+            for split in prepared.manifest["splits"].values()
+            for shard in split["shards"]
+        )
+        perf = cli_run(
+            [
+                "experiment=gpt_text",
+                "data=tokens",
+                f"data.dir={root / f'tokens-{name}'}",
+                "model.net.dim=64",
+                "model.net.num_layers=2",
+                "strategy=ddp",
+                "trainer.devices=2",
+                "trainer.max_steps=30",
+                "trainer.log_every_n_steps=5",
+            ],
+            root / f"tokens-run-{name}",
+        )
+        results[name] = {
+            "shard_bytes": shard_bytes,
+            "peak_rss_bytes": max(per_rank(perf, "peak_memory_bytes")),
+        }
+    results["large_vs_small"] = (
+        results["large"]["peak_rss_bytes"] / results["small"]["peak_rss_bytes"]
+    )
+    return results
+
+
 def measure_compile(overrides: list[str], steps: int, root: Path) -> dict:
     """tokens/s with ``model.compile=true`` against eager, both on 2 threads."""
     common = steady_run(overrides, steps)
@@ -361,6 +416,14 @@ def markdown(results: dict) -> str:
         f"{setup['ddp_2']['training_peak_bytes'] / 2**20:.0f} MiB = "
         f"**{setup['training_peak_fsdp_vs_ddp_2_ranks']:.2f}x** | <= 0.6 |"
     )
+    tokens = results["token_memory"]
+    large, small = tokens["large"], tokens["small"]
+    rows.append(
+        "| peak RSS per rank, ddp 2 ranks on token shards of "
+        f"{large['shard_bytes'] / 1e6:.0f} MB / {small['shard_bytes'] / 1e6:.0f} MB | "
+        f"{large['peak_rss_bytes'] / 2**20:.0f} / {small['peak_rss_bytes'] / 2**20:.0f} MiB "
+        f"= **{tokens['large_vs_small']:.3f}x** | within 5% |"
+    )
     compiled = results["compile"]
     rows.append(
         f"| gpt_text tokens/s, compile / eager | {compiled['tokens_per_sec_compiled']:.0f} / "
@@ -407,6 +470,7 @@ def main(argv: list[str] | None = None) -> dict:
             "setup_memory": measure_setup_memory(
                 workloads["gpt"] if args.tiny else [*WORKLOADS["gpt"], *LARGE_GPT], root
             ),
+            "token_memory": measure_token_memory(2 if args.tiny else 20, root),
             "compile": measure_compile(workloads["gpt"], 12 if args.tiny else 60, root),
         }
     table = markdown(results)

@@ -6,8 +6,8 @@ BPE; and ``manifest.json``, written last, which says what the shards hold. A dir
 without a manifest holds nothing usable.
 
 A shard is a 24-byte header followed by the raw token ids, little-endian ``uint16``
-where the vocabulary fits (up to 65,535 ids) and ``uint32`` otherwise, so that
-``numpy.memmap`` reads any window without loading the file. The header is
+where the vocabulary fits (up to 65,535 ids) and ``uint32`` otherwise, so that any
+window is read at its offset without loading the file. The header is
 ``b"SCTOKENS"``, the format version (``uint32``), the bytes per token (``uint32``) and
 the number of tokens (``uint64``); with the manifest's token count it tells a complete
 shard from a truncated or foreign file.
@@ -248,9 +248,33 @@ def check_shard(shard: Shard, dtype: np.dtype) -> None:
         )
 
 
-def open_shard(shard: Shard, dtype: np.dtype) -> np.memmap:
-    """The shard's tokens, memory-mapped read-only: pages are read when a window is used."""
-    return np.memmap(shard.path, dtype=dtype, mode="r", offset=HEADER.size, shape=(shard.tokens,))
+class ShardReader:
+    """Reads windows of a shard's tokens with ``pread``: only the bytes asked for are read,
+    through the page cache, and nothing of the file is mapped into the process (a mapping
+    would count every page the kernel maps around a read in this process's resident
+    memory, growing with the corpus)."""
+
+    def __init__(self, shard: Shard, dtype: np.dtype) -> None:
+        self.path = shard.path
+        self.dtype = dtype
+        self.fd = os.open(shard.path, os.O_RDONLY)
+
+    def read(self, start: int, count: int) -> np.ndarray:
+        """Tokens ``start`` to ``start + count`` (a copy, writable)."""
+        size = count * self.dtype.itemsize
+        data = os.pread(self.fd, size, HEADER.size + start * self.dtype.itemsize)
+        if len(data) != size:
+            raise ShardError(f"shard {self.path.name} ends before token {start + count}")
+        return np.frombuffer(data, dtype=self.dtype)
+
+    def __del__(self) -> None:
+        with contextlib.suppress(OSError, AttributeError):
+            os.close(self.fd)
+
+
+def open_shard(shard: Shard, dtype: np.dtype) -> ShardReader:
+    """A reader of the shard's tokens: windows are read when they are used."""
+    return ShardReader(shard, dtype)
 
 
 def manifest_vocab_size(directory: str, default: int | None = None) -> int | None:

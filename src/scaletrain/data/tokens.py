@@ -1,5 +1,5 @@
 """Language-model data from prepared token shards (``python -m scaletrain.prepare``),
-memory-mapped: a corpus larger than memory trains like a small one.
+read from disk window by window: a corpus larger than memory trains like a small one.
 
 Each split's shards are cut into non-overlapping windows of ``context_length + 1``
 tokens (inputs, and the targets shifted by one); a window never straddles two shards,
@@ -7,14 +7,17 @@ so each shard's last ``tokens % (context_length + 1)`` tokens are unused. Sample
 of a split is its ``i``-th window, found by its shard and offset; a batch reads only
 its own windows' pages.
 
-Why ``numpy.memmap`` and not a streaming library (litdata, webdataset): every window is
+Why reads by offset and not a streaming library (litdata, webdataset): every window is
 addressable by its index, so the :class:`GlobalBatchSampler` draws exact global batches
 from a permutation that depends only on the seed and the epoch, whatever the number of
 ranks or shards (each rank reads just its slice), and a mid-epoch resume continues with
-the next batch by index, as for every other data module; no extra dependency. The maps
-are opened lazily in each process that reads (DataLoader workers included), so nothing
-of the corpus is copied between processes: the operating system's page cache holds the
-pages every process maps.
+the next batch by index, as for every other data module; no extra dependency. Windows
+are read with ``pread`` rather than through ``numpy.memmap``: both go through the
+operating system's page cache, but a mapping counts every page the kernel maps around a
+read in the process's resident memory (20 MB more per rank over 30 steps of a 200 MB
+corpus than of a 20 MB one), while a read leaves only the window. The files are opened
+lazily in each process that reads (DataLoader workers included), so nothing of the
+corpus is copied between processes.
 """
 
 import logging
@@ -35,6 +38,7 @@ from scaletrain.data.shards import (
     NoManifest,
     Shard,
     ShardError,
+    ShardReader,
     check_shard,
     manifest_path,
     open_shard,
@@ -73,19 +77,19 @@ class TokenWindows(Dataset):
         self.window = window
         counts = [shard.tokens // window for shard in self.shards]
         self.starts = np.cumsum([0, *counts])  # the first window index of each shard
-        self._maps: list[np.memmap] | None = None
+        self._readers: list[ShardReader] | None = None
 
     def __len__(self) -> int:
         return int(self.starts[-1])
 
     def __getstate__(self) -> dict[str, Any]:
-        # a worker process opens its own maps: pickling a memmap would copy its data
-        return {**self.__dict__, "_maps": None}
+        # a worker process opens its own files
+        return {**self.__dict__, "_readers": None}
 
-    def maps(self) -> list[np.memmap]:
-        if self._maps is None:
-            self._maps = [open_shard(shard, self.dtype) for shard in self.shards]
-        return self._maps
+    def readers(self) -> list[ShardReader]:
+        if self._readers is None:
+            self._readers = [open_shard(shard, self.dtype) for shard in self.shards]
+        return self._readers
 
     def __getitem__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         index = np.asarray(indices, dtype=np.int64).reshape(-1)
@@ -95,10 +99,10 @@ class TokenWindows(Dataset):
             raise IndexError(f"window index out of range (the split has {len(self)})")
         shard = np.searchsorted(self.starts, index, side="right") - 1
         offset = (index - self.starts[shard]) * self.window
-        maps = self.maps()
+        readers = self.readers()
         rows = np.empty((len(index), self.window), dtype=np.int64)
         for row, (s, o) in enumerate(zip(shard.tolist(), offset.tolist(), strict=True)):
-            rows[row] = maps[s][o : o + self.window]
+            rows[row] = readers[s].read(o, self.window)
         windows = torch.from_numpy(rows)
         targets = windows[:, 1:].masked_fill(torch.from_numpy(padded)[:, None], IGNORE_INDEX)
         return windows[:, :-1], targets
