@@ -169,13 +169,14 @@ def test_a_classifier_checkpoint_is_refused(tmp_path, capsys):
 def test_a_sharded_checkpoint_generates_what_its_consolidated_file_generates(
     sentence_file, tmp_path, capsys
 ):
+    """Also: bits per byte summed over 2 ranks (the last batch padded) equals one process's."""
     run = run_cli(
         "train",
         tmp_path / "fsdp",
         *GPT_TEXT,
         f"data.paths=[{sentence_file}]",
+        "data.batch_size=6",  # 21 test windows: 2 ranks x 3, the last global batch padded
         "trainer.max_steps=4",
-        "test=false",
         "strategy=fsdp",
         "trainer.devices=2",
     )
@@ -188,3 +189,8 @@ def test_a_sharded_checkpoint_generates_what_its_consolidated_file_generates(
     assert generated(capsys, f"ckpt_path={run.run_dir}", *common) == from_shards
     assert generated(capsys, f"ckpt_path={full}", *common) == from_shards
     assert len(from_shards) > len("the")
+
+    sharded = run.metrics["metrics"]  # tested on the final weights: no validation ran
+    single = run_in_process(tmp_path / "eval", f"ckpt_path={full}", task="eval")
+    assert sharded["test/bpb"] == pytest.approx(sharded["test/loss"] / math.log(2), rel=1e-6)
+    assert single["test/bpb"] == pytest.approx(sharded["test/bpb"], rel=1e-5)
