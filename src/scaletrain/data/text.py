@@ -78,10 +78,6 @@ class TextDataModule(ShardedDataModule):
         self.fractions = {"val": val_fraction, "test": test_fraction}
         self.split_seed = split_seed
 
-    def codec(self) -> ByteCodec:
-        """Text to tokens and back: the tokens are the text's bytes."""
-        return ByteCodec()
-
     @staticmethod
     def preflight_problems(data_cfg: DictConfig) -> list[str]:
         """The corpus files that do not exist, checked before the run starts."""
