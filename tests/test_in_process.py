@@ -3,6 +3,7 @@ entry points, the runner and what a run writes; the command line itself is teste
 subprocesses in the slow tier)."""
 
 import json
+import math
 
 import pytest
 import torch
@@ -60,9 +61,13 @@ def test_a_language_model_logs_perplexity(tmp_path):
         *TINY,
         "trainer.val_check_interval=1.0",  # the experiment validates every 100 steps
     )
-    assert set(metrics) >= {"val/ppl", "test/ppl"}
+    assert set(metrics) >= {"val/ppl", "test/ppl", "val/bpb", "val/bpb_best", "test/bpb"}
     # perplexity is exp(loss) of the same targets
     assert metrics["test/ppl"] == pytest.approx(torch.tensor(metrics["test/loss"]).exp().item())
+    # byte tokens: one byte per target, so bits per byte is the loss in bits
+    for stage in ("val", "test"):
+        assert metrics[f"{stage}/bpb"] == pytest.approx(metrics[f"{stage}/loss"] / math.log(2))
+    assert metrics["val/bpb_best"] == pytest.approx(metrics["val/loss_best"] / math.log(2))
 
 
 @pytest.mark.parametrize(

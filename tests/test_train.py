@@ -154,8 +154,13 @@ class FakeTrainer:
         self.callbacks = self.checkpoint_callbacks = [best]
 
 
-@pytest.mark.parametrize(("ckpt_path", "expected"), [("last.ckpt", 0.9), (None, 0.5)])
-def test_best_score_survives_a_resume_and_only_a_resume(ckpt_path, expected):
+@pytest.mark.parametrize(
+    ("ckpt_path", "name", "expected"),
+    [("last.ckpt", "val/acc", 0.9), (None, "val/acc", 0.5), ("last.ckpt", "val/loss", 0.5)],
+    ids=["resume", "fresh", "resume-of-another-metric"],
+)
+def test_best_score_survives_a_resume_and_only_a_resume(ckpt_path, name, expected):
+    """The restored best score is the monitored metric's: it seeds only that metric's best."""
     from torchmetrics import MaxMetric
 
     from scaletrain.models.classifier import Classifier
@@ -165,7 +170,7 @@ def test_best_score_survives_a_resume_and_only_a_resume(ckpt_path, expected):
     model.trainer = FakeTrainer(ckpt_path)
     best = MaxMetric()
     best.update(torch.tensor(0.99))  # e.g. the sanity check's partial validation
-    Classifier.restart_best(model, best)
+    Classifier.restart_best(model, best, name)
     best.update(torch.tensor(0.5))
     assert best.compute().item() == pytest.approx(expected)
 

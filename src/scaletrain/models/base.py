@@ -123,8 +123,9 @@ class ScaleModule(L.LightningModule):
 
     def evaluation_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], stage: str
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Accumulate and log ``<stage>/loss`` over every real target; return logits, targets.
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Accumulate and log ``<stage>/loss`` over every real target; return the logits,
+        the targets and each target's loss (0 for ignored targets), flattened.
 
         The mean is over targets, not batches, so padding and uneven batches do not skew it.
         """
@@ -136,7 +137,7 @@ class ScaleModule(L.LightningModule):
         loss_metric = getattr(self, f"{stage}_loss")
         loss_metric.update(losses[targets.flatten() != IGNORE_INDEX])
         self.log(f"{stage}/loss", loss_metric, on_step=False, on_epoch=True, prog_bar=True)
-        return logits, targets
+        return logits, targets, losses
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self.evaluation_step(batch, "val")
@@ -144,9 +145,10 @@ class ScaleModule(L.LightningModule):
     def test_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:
         self.evaluation_step(batch, "test")
 
-    def restart_best(self, best_metric) -> None:
-        """Start tracking the best validation value afresh, or, on a resume, from the best
-        score the checkpoint callback restored (sanity-check values never count)."""
+    def restart_best(self, best_metric, name: str) -> None:
+        """Start tracking the best validation value of metric ``name`` afresh, or, on a
+        resume where ``name`` is the monitored metric, from the best score the checkpoint
+        callback restored (sanity-check values never count)."""
         best_metric.reset()
         checkpoint = next(  # the best-checkpoint callback (last.ckpt's has no score)
             (c for c in self.trainer.checkpoint_callbacks if isinstance(c, ModelCheckpoint)), None
@@ -154,6 +156,7 @@ class ScaleModule(L.LightningModule):
         if (
             self.trainer.ckpt_path
             and checkpoint is not None
+            and checkpoint.monitor == name
             and checkpoint.best_model_score is not None
         ):
             best_metric.update(checkpoint.best_model_score.to(self.device))

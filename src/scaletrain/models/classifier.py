@@ -22,15 +22,15 @@ class Classifier(ScaleModule):
 
     def evaluation_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], stage: str
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        logits, targets = super().evaluation_step(batch, stage)
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits, targets, losses = super().evaluation_step(batch, stage)
         accuracy = getattr(self, f"{stage}_acc")
         accuracy.update(logits, targets)
         self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True)
-        return logits, targets
+        return logits, targets, losses
 
     def on_train_start(self) -> None:
-        self.restart_best(self.val_acc_best)
+        self.restart_best(self.val_acc_best, "val/acc")
 
     def on_validation_epoch_end(self) -> None:
         self.val_acc_best.update(self.val_acc.compute())
