@@ -40,3 +40,20 @@ def eval_here(tmp_path):
         return run_here("eval", tmp_path / name, f"paths.root_dir={tmp_path}", *overrides)
 
     return run
+
+
+# Files whose tests take minutes run first: the two test processes then end together,
+# instead of one waiting out the longest file alone at the end (pytest-xdist hands out
+# whole files in collection order).
+LONGEST_FIRST = (
+    "test_benchmark.py",
+    "test_slurm.py",
+    "test_sharded_init.py",
+    "test_kill_resume.py",
+    "test_memory_limit.py",
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: position for position, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(LONGEST_FIRST)))

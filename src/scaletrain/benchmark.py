@@ -476,7 +476,7 @@ def main(argv: list[str] | None = None) -> dict:
                 root,
                 ["ddp_2", "fsdp_2"] if args.tiny else list(SETUP_LAYOUTS),
             ),
-            "token_memory": measure_token_memory(*((2, 5) if args.tiny else (20, 30)), root),
+            "token_memory": measure_token_memory(*((1, 5) if args.tiny else (20, 30)), root),
             "compile": measure_compile(workloads["gpt"], 12 if args.tiny else 60, root),
         }
     table = markdown(results)
