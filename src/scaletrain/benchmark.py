@@ -315,7 +315,8 @@ def text_corpus(directory: Path, total_bytes: int) -> Path:
     directory.mkdir(parents=True)
     for index in range(-(-total_bytes // 2**20)):
         start = (index * 2**20) % (len(source) - 2**20)
-        (directory / f"part{index:04d}.txt").write_bytes(source[start : start + 2**20])
+        size = min(2**20, total_bytes - index * 2**20)
+        (directory / f"part{index:04d}.txt").write_bytes(source[start : start + size])
     return directory
 
 
