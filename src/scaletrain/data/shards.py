@@ -29,6 +29,8 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from scaletrain.checkpoint.atomic import sync_directory
+
 FORMAT = "scaletrain-tokens"
 VERSION = 1
 MANIFEST = "manifest.json"
@@ -49,15 +51,6 @@ class NoManifest(ShardError):
 def token_dtype(vocab_size: int) -> np.dtype:
     """The smallest unsigned type that holds every token id."""
     return np.dtype("<u2") if vocab_size <= 2**16 - 1 else np.dtype("<u4")
-
-
-def sync_directory(directory: Path) -> None:
-    """Make a rename inside ``directory`` durable."""
-    descriptor = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(descriptor)
-    finally:
-        os.close(descriptor)
 
 
 def current_umask() -> int:
