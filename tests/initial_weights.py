@@ -1,5 +1,7 @@
 """A callback that writes the net's full initial weights (gathered from every rank's
-shards) to a file before the first training step, for tests of sharded initialization.
+shards) before the first training step, for tests of sharded initialization: each rank
+writes ``<path>.rank<N>`` with the parameters it holds a part of (a pipeline stage holds
+only its own).
 
 Given on the command line as
 ``+callbacks.initial_weights={_target_: tests.initial_weights.SaveInitialWeights, path: <file>}``.
@@ -19,5 +21,4 @@ class SaveInitialWeights(Callback):
             name: (param.full_tensor() if isinstance(param, DTensor) else param).detach().cpu()
             for name, param in pl_module.net.named_parameters()
         }
-        if trainer.is_global_zero:
-            torch.save(full, self.path)
+        torch.save(full, f"{self.path}.rank{trainer.global_rank}")

@@ -34,7 +34,7 @@ def test_tiny_benchmark_writes_every_field(tmp_path):
         scaling["speedup"] == scaling["samples_per_sec_2_ranks"] / scaling["samples_per_sec_1_rank"]
     )
     memory = results["memory"]
-    assert set(memory) == {"single", "ddp", "fsdp", "model_sharded"}
+    assert set(memory) == {"single", "ddp", "fsdp", "model_sharded", "pipeline"}
     for figures in memory.values():
         assert figures["model_state"] == (
             figures["params"] + figures["grads"] + figures["optimizer_state"]
@@ -42,6 +42,15 @@ def test_tiny_benchmark_writes_every_field(tmp_path):
         assert figures["peak_rss_bytes"] > figures["model_state"]
     assert memory["ddp"]["model_state"] == memory["single"]["model_state"]
     assert memory["fsdp"]["model_state_vs_ddp"] < 0.6
+    assert memory["pipeline"]["model_state_vs_single"] < 0.7  # one of 2 stages per rank
+    pipeline = results["pipeline"]
+    assert set(pipeline["microbatches"]) == {"1", "4"}  # 1, 2, 4 and 8 outside --tiny
+    for count, figures in pipeline["microbatches"].items():
+        assert figures["ideal_fill"] == int(count) / (int(count) + pipeline["stages"] - 1)
+        assert figures["efficiency"] == (
+            figures["samples_per_sec"] / (pipeline["stages"] * pipeline["samples_per_sec_single"])
+        )
+        assert figures["efficiency_vs_ideal"] == figures["efficiency"] / figures["ideal_fill"]
     setup = results["setup_memory"]
     for name in ("ddp_2", "fsdp_2"):  # fsdp on 4 ranks outside --tiny
         figures = setup[name]

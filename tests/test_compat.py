@@ -64,6 +64,18 @@ def test_model_parallel_strategy_still_keeps_the_distributed_checkpoint_choice()
         assert compat.saves_distributed_checkpoint(strategy) is choice
 
 
+def test_model_parallel_strategy_still_sets_up_as_set_up_with_mesh_does():
+    """compat.set_up_with_mesh repeats ModelParallelStrategy.setup_environment with a mesh
+    of its own: the private names it sets and calls must still be the ones Lightning uses."""
+    source = inspect.getsource(ModelParallelStrategy.setup_environment)
+    for name in (
+        "self._setup_distributed()",
+        "self._device_mesh =",
+        "._device_mesh = self._device_mesh",
+    ):
+        assert name in source, f"ModelParallelStrategy.setup_environment no longer has {name}"
+
+
 def test_device_mesh_can_still_be_flattened():
     assert callable(getattr(DeviceMesh, "_flatten", None)), (
         "DeviceMesh._flatten is gone: model_sharded gradient norms would take two reductions"

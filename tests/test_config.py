@@ -35,6 +35,7 @@ PARTNER = {
         "data.vocab_size=256",
     ],
     "strategy=model_sharded": ["trainer.devices=2"],
+    "strategy=pipeline": ["trainer.devices=2", "model.net.hidden_dims=[64,64]"],  # 2 stages
 }
 
 

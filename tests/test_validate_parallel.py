@@ -47,12 +47,50 @@ GPT = ["experiment=gpt_text"]
         ),
         (
             ["trainer.devices=2"],
-            "trainer.devices=2: strategy=auto runs one process; use strategy=ddp, fsdp or "
-            "model_sharded for 2 processes",
+            "trainer.devices=2: strategy=auto runs one process; use strategy=ddp, fsdp, "
+            "model_sharded or pipeline for 2 processes",
         ),
         (
             ["strategy=ddp", "+strategy.tensor_parallel_size=2", "trainer.devices=2"],
-            "strategy.tensor_parallel_size=2: only model_sharded splits the model",
+            "strategy.tensor_parallel_size=2: only model_sharded and pipeline split the layers",
+        ),
+        (
+            ["strategy=fsdp", "+strategy.pipeline_parallel_size=2", "trainer.devices=2"],
+            "strategy.pipeline_parallel_size=2: only strategy=pipeline splits the net into "
+            "stages; use it or 1",
+        ),
+        (
+            [*GPT, "strategy=pipeline", "trainer.devices=2", "strategy.pipeline_schedule=zigzag"],
+            "strategy.pipeline_schedule=zigzag: unknown; valid: gpipe, 1f1b",
+        ),
+        (
+            [*GPT, "strategy=pipeline", "trainer.devices=8", "strategy.pipeline_parallel_size=8"],
+            "strategy.pipeline_parallel_size=8: more stages than the net's 4 blocks "
+            "(model.net.num_layers); valid: 1 to 4",
+        ),
+        (
+            [*GPT, "strategy=pipeline", "trainer.devices=2", "strategy.stage_blocks=[3,2]"],
+            "strategy.stage_blocks=[3, 2]: must give each of the 2 stages at least one block, "
+            "4 in all (model.net.num_layers); or null for an even split",
+        ),
+        (
+            [*GPT, "strategy=pipeline", "trainer.devices=3"],
+            "strategy.pipeline_parallel_size=2: pipeline x tensor parallel (2 x 1) must divide "
+            "the world size 3 (trainer.devices x trainer.num_nodes); valid: 1, 3",
+        ),
+        (
+            [*GPT, "strategy=pipeline", "trainer.devices=4", "data.batch_size=12"],
+            "data.batch_size=12: the global batch must divide by data-parallel size x "
+            "strategy.microbatches (2 x 4)",
+        ),
+        (
+            [
+                *GPT,
+                "strategy=pipeline",
+                "trainer.devices=2",
+                "strategy.distributed_checkpoint=false",
+            ],
+            "strategy.distributed_checkpoint=false: each pipeline stage saves its own parameters",
         ),
         (
             # Lightning's own rule, in one line naming the device settings
@@ -66,7 +104,7 @@ GPT = ["experiment=gpt_text"]
         ),
         (
             ["strategy=fsdp", "strategy.name=zero3"],
-            "strategy.name=zero3: unknown; valid: auto, ddp, fsdp, model_sharded",
+            "strategy.name=zero3: unknown; valid: auto, ddp, fsdp, model_sharded, pipeline",
         ),
     ],
 )
@@ -77,6 +115,11 @@ def test_invalid_parallel_settings_name_the_setting_and_the_valid_values(overrid
 
 def test_gpt_default_sizes_split_over_two_devices():
     assert validate(compose_train(*GPT, "strategy=model_sharded", "trainer.devices=2")) == []
+    assert validate(compose_train(*GPT, "strategy=pipeline", "trainer.devices=2")) == []
+    assert validate(compose_train("strategy=pipeline", "trainer.devices=2")) == [
+        "strategy.pipeline_parallel_size=2: more stages than the net's 1 block "
+        "(model.net.hidden_dims); valid: 1 to 1"
+    ]
 
 
 @pytest.mark.slow  # the command line itself

@@ -49,7 +49,7 @@ TINY_WORKLOADS = {
         *WORKLOADS["gpt"],
         "data.max_bytes=300000",
         "model.net.dim=32",
-        "model.net.num_layers=1",
+        "model.net.num_layers=2",  # one block per pipeline stage
     ],
     "mlp": ["data=synthetic", "data.batch_size=32"],
 }
@@ -245,6 +245,7 @@ def measure_memory(overrides: list[str], root: Path) -> dict:
         "ddp": ["strategy=ddp", "trainer.devices=2"],
         "fsdp": ["strategy=fsdp", "trainer.devices=2"],
         "model_sharded": ["strategy=model_sharded", "trainer.devices=2"],
+        "pipeline": ["strategy=pipeline", "trainer.devices=2"],
     }
     results = {}
     for name, layout in layouts.items():
@@ -261,6 +262,44 @@ def measure_memory(overrides: list[str], root: Path) -> dict:
         results[name]["model_state_vs_ddp"] = (
             results[name]["model_state"] / results["ddp"]["model_state"]
         )
+        results[name]["model_state_vs_single"] = (
+            results[name]["model_state"] / results["single"]["model_state"]
+        )
+    return results
+
+
+def measure_pipeline(
+    overrides: list[str], root: Path, steps: int, microbatches: tuple[int, ...] = (1, 2, 4, 8)
+) -> dict:
+    """samples/s of a 2-stage pipeline (1F1B, one thread per stage) with each number of
+    microbatches ``m``, against one process on the same batch. A pipeline of ``p`` stages
+    kept busy would be ``p`` times as fast as one process; each stage is idle for
+    ``p - 1`` of every ``m + p - 1`` slots (the bubble), so the ideal is a busy fraction
+    of m / (m + p - 1). The measured efficiency is rate / (p x single rate)."""
+    stages = 2
+    common = steady_run([*overrides, f"data.batch_size={max(microbatches) * 2}"], steps)
+    single = steady(cli_run(common, root / "pipeline-single")["perf/samples_per_sec"])
+    results: dict = {"samples_per_sec_single": single, "stages": stages, "microbatches": {}}
+    for count in microbatches:
+        perf = cli_run(
+            [
+                *common,
+                "strategy=pipeline",
+                f"strategy.pipeline_parallel_size={stages}",
+                f"strategy.microbatches={count}",
+                f"trainer.devices={stages}",
+            ],
+            root / f"pipeline-m{count}",
+        )
+        rate = steady(perf["perf/samples_per_sec"])
+        ideal = count / (count + stages - 1)
+        efficiency = rate / (stages * single)
+        results["microbatches"][str(count)] = {
+            "samples_per_sec": rate,
+            "ideal_fill": ideal,
+            "efficiency": efficiency,
+            "efficiency_vs_ideal": efficiency / ideal,
+        }
     return results
 
 
@@ -403,6 +442,20 @@ def markdown(results: dict) -> str:
             f"{figures['peak_rss_bytes'] / 2**20:.0f} MiB) | "
             f"{'<= 0.55x' if name in ('fsdp', 'model_sharded') else ''} |"
         )
+    pipeline_memory = results["memory"]["pipeline"]
+    rows.append(
+        f"| model state per rank, pipeline 2 stages / single | "
+        f"**{pipeline_memory['model_state_vs_single']:.2f}x** | <= 0.55x |"
+    )
+    pipeline = results["pipeline"]
+    for count, figures in pipeline["microbatches"].items():
+        rows.append(
+            f"| pipeline {pipeline['stages']} stages, {count} microbatches: samples/s "
+            f"(single {pipeline['samples_per_sec_single']:.1f}) | "
+            f"{figures['samples_per_sec']:.1f}: efficiency **{figures['efficiency']:.2f}** "
+            f"vs ideal fill {figures['ideal_fill']:.2f} = "
+            f"**{figures['efficiency_vs_ideal']:.2f}x** | |"
+        )
     setup = results["setup_memory"]
     targets = {"ddp_2": "about 1.0", "fsdp_2": "<= 0.6", "fsdp_4": "<= 0.35"}
     params_mib = setup["ddp_2"]["params_full_bytes"] / 2**20
@@ -455,7 +508,7 @@ def main(argv: list[str] | None = None) -> dict:
     args = parser.parse_args(argv)
 
     workloads = TINY_WORKLOADS if args.tiny else WORKLOADS
-    steps, warmup, repeats = (12, 2, 3) if args.tiny else (60, 10, 3)
+    steps, warmup, repeats = (12, 2, 1) if args.tiny else (60, 10, 3)
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         results = {
@@ -476,6 +529,12 @@ def main(argv: list[str] | None = None) -> dict:
                 workloads["gpt"] if args.tiny else [*WORKLOADS["gpt"], *LARGE_GPT],
                 root,
                 ["ddp_2", "fsdp_2"] if args.tiny else list(SETUP_LAYOUTS),
+            ),
+            "pipeline": measure_pipeline(
+                workloads["gpt"],
+                root,
+                10 if args.tiny else 40,
+                (1, 4) if args.tiny else (1, 2, 4, 8),
             ),
             "token_memory": measure_token_memory(*((1, 5) if args.tiny else (20, 30)), root),
             "compile": measure_compile(workloads["gpt"], 12 if args.tiny else 60, root),

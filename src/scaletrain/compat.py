@@ -15,7 +15,7 @@ from typing import Any
 
 import lightning as L
 import lightning.pytorch.strategies.launchers.subprocess_script as subprocess_script
-from lightning.pytorch.strategies import Strategy
+from lightning.pytorch.strategies import ParallelStrategy, Strategy
 from omegaconf import DictConfig, Node
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
@@ -123,6 +123,17 @@ def save_single_file(
     deletes a directory at ``path`` first, which would destroy the previous sharded
     checkpoint before the new one exists; calling the base class skips that."""
     Strategy.save_checkpoint(strategy, checkpoint, path, storage_options)
+
+
+def set_up_with_mesh(strategy: Strategy, mesh: Callable[[], DeviceMesh]) -> None:
+    """ModelParallelStrategy's ``setup_environment`` with a device mesh of one's own: its
+    mesh is fixed at two dimensions (data and tensor parallel), and the Lightning module
+    reads it from a private attribute. Without this, a third (pipeline) dimension would
+    need a strategy written from ``ParallelStrategy`` up."""
+    ParallelStrategy.setup_environment(strategy)  # the accelerator, as every strategy
+    strategy._setup_distributed()
+    strategy._device_mesh = mesh()
+    strategy.lightning_module._device_mesh = strategy._device_mesh
 
 
 # -- torch: device meshes -------------------------------------------------------------------

@@ -47,11 +47,6 @@ def model_state_bytes(module: torch.nn.Module, optimizers: list) -> dict[str, in
     return sizes
 
 
-def full_bytes(tensors: Iterable[torch.Tensor]) -> int:
-    """Bytes of these tensors whole (a DTensor counts every shard)."""
-    return sum(tensor.numel() * tensor.element_size() for tensor in tensors)
-
-
 def log_now(trainer: L.Trainer, metrics: dict[str, float]) -> None:
     """Straight to the loggers (rank 0's call): a one-off value must not wait for a
     log_every_n_steps boundary."""
@@ -83,7 +78,7 @@ class ModelStateMemory(Callback):
             extra=FILE_ONLY,
         )
         gathered = pl_module.all_gather(torch.tensor([float(baseline), float(setup_peak)]))
-        metrics = {"perf/params_full_bytes": float(full_bytes(pl_module.parameters()))}
+        metrics = {"perf/params_full_bytes": float(pl_module.net_size()[1])}
         for rank, (rank_baseline, rank_peak) in enumerate(gathered.reshape(-1, 2).tolist()):
             metrics[f"perf/baseline_memory_bytes/rank{rank}"] = rank_baseline
             metrics[f"perf/setup_peak_memory_bytes/rank{rank}"] = rank_peak

@@ -4,9 +4,12 @@ import logging
 
 import lightning as L
 import torch
+from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.model_summary import get_human_readable_count
 from torch import nn
+
+from scaletrain.parallel.pipeline import stage_ranges
 
 log = logging.getLogger("scaletrain")
 
@@ -52,11 +55,34 @@ def summary_lines(net: nn.Module) -> list[str]:
     return lines
 
 
+def stage_lines(num_blocks: int, stages: int, stage_blocks: list[int] | None) -> list[str]:
+    """Which blocks each pipeline stage holds."""
+    ranges = stage_ranges(num_blocks, stages, stage_blocks)
+    return [
+        f"  pipeline stage {stage}: blocks {blocks.start}-{blocks.stop - 1}"
+        + (" and the embeddings" if stage == 0 else "")
+        + (" and the head" if stage == stages - 1 else "")
+        for stage, blocks in enumerate(ranges)
+    ]
+
+
 class NetSummary(Callback):
     """Logs :func:`summary_lines` of ``pl_module.net`` once, on rank 0, when fitting starts
-    (after the net was sharded: the counts are those of the whole net)."""
+    (after the net was sharded: the counts are those of the whole net). In a pipeline,
+    where rank 0 holds the first stage only, the whole net is described from its config
+    (built on the meta device, without memory), then each stage's blocks."""
 
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if trainer.is_global_zero:
-            for line in summary_lines(pl_module.net):
-                log.info(line)
+        if not trainer.is_global_zero:
+            return
+        pipeline = getattr(pl_module, "pipeline", None)
+        net = pl_module.net
+        if pipeline is not None:
+            with torch.device("meta"):
+                net = instantiate(pl_module.hparams.net)
+        lines = summary_lines(net)
+        if pipeline is not None:
+            options = pl_module.pipeline_options
+            lines += stage_lines(len(net.blocks), pipeline.stage.num_stages, options.stage_blocks)
+        for line in lines:
+            log.info(line)

@@ -45,6 +45,10 @@ class Throughput(Callback):
         self.window_first_step = 0  # optimizer steps, not batches (gradient accumulation)
         self.window_samples = 0
         self.window_tokens = 0
+        self.net_parameters = 0  # the whole net's, every pipeline stage's included
+
+    def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
+        self.net_parameters = pl_module.net_size()[0]
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
         if self.window_start is None:
@@ -80,9 +84,7 @@ class Throughput(Callback):
             metrics["perf/tokens_per_sec"] = self.window_tokens / elapsed
             peak_flops = get_available_flops(device, compute_dtype(str(trainer.precision)))
             if peak_flops:
-                # numel() of a sharded (DTensor) parameter counts the whole tensor
-                params = sum(p.numel() for p in pl_module.parameters())
-                achieved = 6 * params * self.window_tokens / elapsed
+                achieved = 6 * self.net_parameters * self.window_tokens / elapsed
                 metrics["perf/mfu"] = achieved / (peak_flops * trainer.world_size)
         peaks = pl_module.all_gather(torch.tensor(float(peak_memory_bytes(device)), device=device))
         for rank, value in enumerate(peaks.reshape(-1).tolist()):

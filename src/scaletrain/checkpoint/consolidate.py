@@ -8,12 +8,15 @@ plus Lightning's ``meta.pt``. The consolidated file is an ordinary Lightning che
 under any strategy.
 """
 
+import hashlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
+import torch.distributed.checkpoint as dcp
 from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
 META_FILE = "meta.pt"  # Lightning's name for the non-tensor part of a sharded checkpoint
@@ -62,9 +65,65 @@ def consolidate(checkpoint_dir: Path, output: Path) -> Path:
     return output
 
 
-def loadable_checkpoint(ckpt_path: str | None, sharded_strategy: bool, scratch_dir: Path):
+def name_optimizer_state(state: dict[str, Any], names: list[str]) -> dict[str, Any]:
+    """Re-key an optimizer state from parameter indices to ``names`` (by index)."""
+    return {
+        "state": {names[index]: value for index, value in state["state"].items()},
+        "param_groups": [
+            {**group, "params": [names[index] for index in group["params"]]}
+            for group in state["param_groups"]
+        ],
+    }
+
+
+def distribute(checkpoint_file: Path, scratch_dir: Path) -> Path:
+    """The single-file ``checkpoint_file`` as a distributed checkpoint in ``scratch_dir``
+    (the form fsdp and pipeline runs write), its optimizer state keyed by parameter name.
+
+    Every rank of a job converts the same file: each writes a directory of its own and
+    renames it into place; a rank that finds the conversion there already uses it. The
+    name carries the file's path, size and time, so a changed file is converted anew."""
+    stat = checkpoint_file.stat()
+    identity = f"{checkpoint_file.resolve()}:{stat.st_size}:{stat.st_mtime_ns}".encode()
+    output = (
+        scratch_dir / f"distributed-{hashlib.blake2b(identity, digest_size=6).hexdigest()}.ckpt"
+    )
+    if is_sharded_checkpoint(output):
+        return output
+    checkpoint = torch.load(checkpoint_file, map_location="cpu", weights_only=False)
+    names = list(checkpoint["state_dict"])  # the module's order: that of its parameters
+    state = {"state_dict": checkpoint.pop("state_dict")}
+    for index, optimizer in enumerate(checkpoint.pop("optimizer_states", [])):
+        by_index = optimizer["state"] and isinstance(next(iter(optimizer["state"])), int)
+        state[f"optimizer_{index}"] = (
+            name_optimizer_state(optimizer, names) if by_index else optimizer
+        )
+    scratch_dir.mkdir(parents=True, exist_ok=True)
+    own = Path(tempfile.mkdtemp(dir=scratch_dir, prefix=f".{output.name}."))
+    dcp.save(state, storage_writer=dcp.FileSystemWriter(own), no_dist=True)
+    torch.save(checkpoint, own / META_FILE)
+    try:
+        own.rename(output)
+    except OSError:  # another rank's conversion is in place
+        shutil.rmtree(own, ignore_errors=True)
+    return output
+
+
+def loadable_checkpoint(
+    ckpt_path: str | None, sharded_strategy: bool, scratch_dir: Path, split_layers: bool = False
+):
     """``ckpt_path`` as the running strategy can load it: a sharded checkpoint given to a
-    strategy that does not shard (auto, ddp) is consolidated into ``scratch_dir`` first."""
-    if ckpt_path is None or sharded_strategy or not is_sharded_checkpoint(Path(ckpt_path)):
-        return ckpt_path
-    return str(consolidate(Path(ckpt_path), scratch_dir / "consolidated.ckpt"))
+    strategy that does not shard (auto, ddp) is consolidated into ``scratch_dir`` first; a
+    single file given to a pipeline (``split_layers``), whose ranks hold different
+    parameters, is made a distributed checkpoint, which each stage reads its part of by
+    name (Lightning loads a single file by broadcasting rank 0's parameters, which are
+    only the first stage's)."""
+    if ckpt_path is None:
+        return None
+    if is_sharded_checkpoint(Path(ckpt_path)):
+        if sharded_strategy:
+            return ckpt_path
+        return str(consolidate(Path(ckpt_path), scratch_dir / "consolidated.ckpt"))
+    if split_layers:
+        return str(distribute(Path(ckpt_path), scratch_dir))
+    return ckpt_path

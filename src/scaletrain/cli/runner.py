@@ -74,7 +74,8 @@ class Attempt:
     def loadable(self, checkpoint: str | None) -> str | None:
         """``checkpoint`` as this run's strategy loads it (a sharded one consolidated into
         the run directory for a strategy that does not shard)."""
-        return loadable_checkpoint(checkpoint, self.cfg.strategy.name in SHARDED, self.run_dir)
+        name = self.cfg.strategy.name
+        return loadable_checkpoint(checkpoint, name in SHARDED, self.run_dir, name == "pipeline")
 
     def finish(self, summary: dict[str, Any]) -> None:
         """Write ``summary`` as metrics.json (global rank 0), close the TensorBoard session,

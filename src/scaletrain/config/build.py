@@ -15,7 +15,7 @@ from scaletrain.checkpoint.atomic import AtomicCheckpointIO
 from scaletrain.errors import ConfigError
 from scaletrain.models.base import ScaleModule
 from scaletrain.parallel.layout import SHARDED, ParallelLayout, world_size
-from scaletrain.parallel.strategy import build_strategy
+from scaletrain.parallel.strategy import build_strategy, pipeline_options
 
 
 def unwrap_instantiation(error: BaseException) -> BaseException:
@@ -71,6 +71,7 @@ def build_trainer(cfg: DictConfig, model: ScaleModule) -> L.Trainer:
     except (MisconfigurationException, TypeError) as error:
         raise lightning_objection(error) from None
     strategy, model.fsdp_options = build_strategy(cfg.strategy, layout)
+    model.pipeline_options = pipeline_options(cfg.strategy)
     callbacks = checkpoint_order(instantiate_group(cfg.get("callbacks")))
     loggers = instantiate_group(cfg.get("logger")) or False
     try:

@@ -17,6 +17,7 @@ from scaletrain import compat
 from scaletrain.config.build import lightning_objection
 from scaletrain.config.settings import render, type_problems
 from scaletrain.parallel.layout import ParallelLayout, accelerator_type, divisors, world_size
+from scaletrain.parallel.pipeline import SCHEDULES, split_problems
 from scaletrain.parallel.plans import split_sizes
 from scaletrain.parallel.strategy import build_strategy
 
@@ -191,6 +192,28 @@ def check_tensor_parallel_split(cfg: DictConfig, layout: ParallelLayout) -> list
     ]
 
 
+def check_pipeline(cfg: DictConfig, layout: ParallelLayout) -> list[str]:
+    """The schedule exists, and the net has a block for every stage."""
+    if cfg.strategy.name != "pipeline":
+        return []
+    problems = []
+    schedule = cfg.strategy.get("pipeline_schedule")
+    if schedule not in SCHEDULES:
+        problems.append(
+            f"strategy.pipeline_schedule={schedule}: unknown; valid: {', '.join(SCHEDULES)}"
+        )
+    if cfg.strategy.get("distributed_checkpoint") is False:
+        problems.append(
+            "strategy.distributed_checkpoint=false: each pipeline stage saves its own "
+            "parameters; valid under strategy=pipeline: true (scaletrain.consolidate makes "
+            "one file)"
+        )
+    net = OmegaConf.to_container(cfg.model.net, resolve=True)
+    blocks = cfg.strategy.get("stage_blocks")
+    blocks = None if blocks is None else list(blocks)
+    return problems + split_problems(net, layout.pipeline_parallel_size, blocks)
+
+
 def check_data_files(cfg: DictConfig) -> list[str]:
     """Files the data module needs and will not fetch: a data module that reads files
     says which through its ``preflight_problems(data_cfg)``."""
@@ -287,4 +310,5 @@ def validate(cfg: DictConfig) -> list[str]:
         problems += trainer_problems
         if layout is not None:
             problems += guarded(check_tensor_parallel_split, cfg, layout)
+            problems += guarded(check_pipeline, cfg, layout)
     return problems + guarded(check_data_files, cfg)

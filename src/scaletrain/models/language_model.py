@@ -53,14 +53,15 @@ class LanguageModel(ScaleModule):
 
     def evaluation_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], stage: str
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        logits, targets, losses = super().evaluation_step(batch, stage)
-        if self.token_bytes is not None:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        result = super().evaluation_step(batch, stage)
+        if self.token_bytes is not None and result is not None:
+            _, targets, losses = result
             flat = targets.flatten()
             real = flat != IGNORE_INDEX
             getattr(self, f"{stage}_nats").update(losses[real].sum(dtype=torch.float64))
             getattr(self, f"{stage}_bytes").update(self.token_bytes[flat[real]].sum())
-        return logits, targets, losses
+        return result
 
     def _log_epoch_metrics(self, stage: str) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Log ``<stage>/ppl`` and, where bytes were counted, ``<stage>/bpb``; return the

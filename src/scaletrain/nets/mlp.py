@@ -34,4 +34,5 @@ class MLP(nn.Module):
         x = x.flatten(1)
         for block in self.blocks:
             x = block(x)
-        return self.head(x)
+        # a pipeline stage before the last holds no head (scaletrain.parallel.pipeline)
+        return x if self.head is None else self.head(x)

@@ -58,9 +58,16 @@ class ReplicateParallel(compat.CustomParallelStyle):
         )
 
 
+def block_indices(net: nn.Module) -> list[str]:
+    """The indices of the blocks ``net`` holds: all of them, or a pipeline stage's."""
+    return [name for name, _ in net.blocks.named_children()]
+
+
 def mlp_plan(net: MLP) -> Plan:
     """Linear layers in pairs: column-wise, then row-wise; an unpaired last layer stays whole."""
-    names = [f"blocks.{i}.0" for i in range(len(net.blocks))] + ["head"]
+    names = [f"blocks.{i}.0" for i in block_indices(net)]
+    if net.head is not None:  # not on a pipeline stage before the last
+        names.append("head")
     plan: Plan = {}
     for first, second in zip(names[0::2], names[1::2], strict=False):
         plan[first] = ColwiseParallel()
@@ -74,13 +81,14 @@ def gpt_plan(net: GPT) -> Plan:
     """Attention heads and the feed-forward hidden units split across devices (Megatron
     style); the token embedding splits its vocabulary rows; the LM head splits the
     vocabulary and gathers the logits; norms and position embeddings stay whole."""
-    plan: Plan = {
-        "token_embedding": RowwiseParallel(input_layouts=Replicate()),
-        "position_embedding": ReplicateParallel(),
-        "norm": ReplicateParallel(),
-        "lm_head": ColwiseParallel(output_layouts=Replicate()),
-    }
-    for i in range(len(net.blocks)):
+    plan: Plan = {}
+    if net.token_embedding is not None:  # not on a later pipeline stage
+        plan["token_embedding"] = RowwiseParallel(input_layouts=Replicate())
+        plan["position_embedding"] = ReplicateParallel()
+    if net.lm_head is not None:  # not on an earlier pipeline stage
+        plan["norm"] = ReplicateParallel()
+        plan["lm_head"] = ColwiseParallel(output_layouts=Replicate())
+    for i in block_indices(net):
         prefix = f"blocks.{i}"
         plan.update(
             {

@@ -5,7 +5,12 @@
 - ``fsdp``: FSDP2 through Lightning's ModelParallelStrategy; parameters, gradients and
   optimizer state sharded over all ranks; distributed checkpoints.
 - ``model_sharded``: tensor parallel inside groups of ``tensor_parallel_size`` ranks,
-  combined with FSDP2 across those groups (a 2-D device mesh).
+  combined with FSDP2 across those groups.
+- ``pipeline``: the net's blocks cut into ``pipeline_parallel_size`` stages, each stage
+  sharded and split as under ``model_sharded`` (see ``scaletrain.parallel.pipeline``).
+
+The sharded ones share one device mesh of three dimensions, pipeline x data x tensor
+parallel (``scaletrain.parallel.layout``), of size 1 where a strategy does not use one.
 """
 
 import os
@@ -14,18 +19,44 @@ from typing import Any
 
 from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy, Strategy
 from omegaconf import DictConfig
+from torch.distributed.device_mesh import init_device_mesh
+from torch.optim import Optimizer
 
 from scaletrain import compat
 from scaletrain.checkpoint.atomic import remove, replace_path, scratch_path
 from scaletrain.errors import ConfigError
 from scaletrain.parallel.apply import FSDPOptions
-from scaletrain.parallel.layout import STRATEGIES, ParallelLayout
+from scaletrain.parallel.layout import MESH_DIMENSIONS, STRATEGIES, ParallelLayout
+from scaletrain.parallel.pipeline import PipelineOptions, name_every_stage_parameter
 
 
 class ShardedStrategy(ModelParallelStrategy):
-    """Lightning's ModelParallelStrategy whose distributed checkpoints replace the previous
-    version of a path atomically: all ranks write their shards into a scratch directory,
-    then rank 0 swaps it into place (see :mod:`scaletrain.checkpoint.atomic`)."""
+    """Lightning's ModelParallelStrategy on the 3-D device mesh of ``layout``, whose
+    distributed checkpoints replace the previous version of a path atomically: all ranks
+    write their shards into a scratch directory, then rank 0 swaps it into place (see
+    :mod:`scaletrain.checkpoint.atomic`)."""
+
+    def __init__(self, layout: ParallelLayout, save_distributed_checkpoint: bool) -> None:
+        super().__init__(
+            data_parallel_size=layout.data_parallel_size,
+            tensor_parallel_size=layout.tensor_parallel_size,
+            save_distributed_checkpoint=save_distributed_checkpoint,
+        )
+        self.layout = layout
+
+    def setup_environment(self) -> None:
+        compat.set_up_with_mesh(
+            self,
+            lambda: init_device_mesh(
+                self.root_device.type, self.layout.mesh_shape, mesh_dim_names=MESH_DIMENSIONS
+            ),
+        )
+
+    def optimizer_state(self, optimizer: Optimizer) -> dict[str, Any]:
+        state = super().optimizer_state(optimizer)
+        if self.layout.pipeline_parallel_size > 1:
+            state = name_every_stage_parameter(state, self.device_mesh["pipeline"])
+        return state
 
     def save_checkpoint(
         self,
@@ -60,14 +91,22 @@ def build_strategy(
         return "auto", None
     if cfg.name == "ddp":
         return DDPStrategy(find_unused_parameters=cfg.find_unused_parameters), None
-    strategy = ShardedStrategy(
-        data_parallel_size=layout.data_parallel_size,
-        tensor_parallel_size=layout.tensor_parallel_size,
-        save_distributed_checkpoint=cfg.distributed_checkpoint,
-    )
+    strategy = ShardedStrategy(layout, save_distributed_checkpoint=cfg.distributed_checkpoint)
     fsdp = FSDPOptions(
         reshard_after_forward=cfg.reshard_after_forward,
         param_dtype=cfg.mixed_precision,
         cpu_offload=cfg.cpu_offload,
     )
     return strategy, fsdp
+
+
+def pipeline_options(cfg: DictConfig) -> PipelineOptions | None:
+    """How ``strategy=pipeline`` cuts the net and schedules microbatches; None otherwise."""
+    if cfg.name != "pipeline":
+        return None
+    blocks = cfg.get("stage_blocks")
+    return PipelineOptions(
+        schedule=cfg.pipeline_schedule,
+        microbatches=cfg.microbatches,
+        stage_blocks=None if blocks is None else tuple(blocks),
+    )

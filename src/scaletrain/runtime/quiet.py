@@ -56,6 +56,12 @@ HARMLESS_WARNINGS: tuple[tuple[str, type[Warning], str], ...] = (
         "Lightning's all_gather, used once per logging window; still supported by torch",
     ),
     (
+        r"The ``compute`` method of metric \w+ was called before the ``update`` method",
+        UserWarning,
+        "a pipeline stage before the last has no outputs to update its metrics with; it "
+        "computes them from the other stages' updates, synced over every rank",
+    ),
+    (
         r"FSDP2-wrapped module \(\w+\) returned a view tensor",
         UserWarning,
         # tensor parallel hands the net's logits back as a view of the gathered DTensor;

@@ -1,0 +1,213 @@
+"""Pipeline parallelism: consecutive blocks of the net on different ranks (stages).
+
+Each rank keeps only its stage of the net: its run of blocks, plus the embeddings on the
+first stage and the final layers on the last (:func:`keep_stage`). The parameters keep
+their names, so a pipeline's checkpoints load under any other layout. Every global
+batch is cut into microbatches that flow through the stages as torch's schedule
+(``torch.distributed.pipelining``: GPipe or 1F1B) orders them; the last stage computes
+the loss of each, and each stage accumulates its own parameters' gradients.
+
+With data and tensor parallelism the world is a 3-D grid, pipeline x data x tensor
+(``scaletrain.parallel.layout``): each stage is sharded with FSDP2 over its data-parallel
+ranks and split with tensor parallelism inside its tensor-parallel groups, as a whole net
+would be.
+"""
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
+from torch.distributed.tensor import DTensor
+
+from scaletrain.nets.gpt import GPT
+from scaletrain.nets.mlp import MLP
+
+SCHEDULES = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}
+
+# The modules of each net outside its blocks: (on the first stage, on the last stage).
+ENDS: dict[type[nn.Module], tuple[tuple[str, ...], tuple[str, ...]]] = {
+    GPT: (("token_embedding", "position_embedding"), ("norm", "lm_head")),
+    MLP: ((), ("head",)),
+}
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """How the net is cut into stages and how microbatches flow through them."""
+
+    schedule: str = "1f1b"
+    microbatches: int = 4
+    # Blocks of each stage, first to last; None: as even as the count allows (the
+    # earlier stages take one more where it does not divide).
+    stage_blocks: tuple[int, ...] | None = None
+
+
+def stage_ranges(
+    num_blocks: int, stages: int, stage_blocks: Sequence[int] | None = None
+) -> list[range]:
+    """The blocks (by index) of each stage."""
+    if stage_blocks is None:
+        base, extra = divmod(num_blocks, stages)
+        stage_blocks = [base + (stage < extra) for stage in range(stages)]
+    starts = [sum(stage_blocks[:stage]) for stage in range(len(stage_blocks) + 1)]
+    return [range(start, end) for start, end in zip(starts[:-1], starts[1:], strict=True)]
+
+
+def block_count(net_cfg: dict) -> tuple[str, int] | None:
+    """The setting that sets how many blocks a net config has, and that number."""
+    target = net_cfg.get("_target_", "")
+    if target.endswith("MLP"):
+        return "model.net.hidden_dims", len(net_cfg["hidden_dims"])
+    if target.endswith("GPT"):
+        return "model.net.num_layers", int(net_cfg["num_layers"])
+    return None
+
+
+def split_problems(net_cfg: dict, stages: int, stage_blocks: Sequence[int] | None) -> list[str]:
+    """What keeps a net config from being cut into ``stages`` stages of at least one block
+    (``stage_blocks``: the blocks of each, or None for an even split)."""
+    counted = block_count(net_cfg)
+    if counted is None:
+        return []
+    setting, blocks = counted
+    if stage_blocks is None:
+        if stages > blocks:
+            return [
+                f"strategy.pipeline_parallel_size={stages}: more stages than the net's "
+                f"{blocks} block{'s' * (blocks != 1)} ({setting}); valid: 1 to {blocks}"
+            ]
+        return []
+    given = list(stage_blocks)
+    if len(given) != stages or sum(given) != blocks or min(given) < 1:
+        return [
+            f"strategy.stage_blocks={given}: must give each of the {stages} stages at least "
+            f"one block, {blocks} in all ({setting}); or null for an even split"
+        ]
+    return []
+
+
+def pipeline_ends(net: nn.Module) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    for net_type, ends in ENDS.items():
+        if isinstance(net, net_type):
+            return ends
+    raise TypeError(f"{type(net).__name__} has no pipeline split in scaletrain.parallel.pipeline")
+
+
+def keep_stage(net: nn.Module, mesh: DeviceMesh, options: PipelineOptions) -> None:
+    """Cut ``net`` in place down to this rank's stage (its coordinate on the pipeline
+    ``mesh``): the stage's blocks, the first modules on the first stage, the last ones on
+    the last. The nets' forward skips what a stage does not hold."""
+    stage, stages = mesh.get_local_rank(), mesh.size()
+    blocks = stage_ranges(len(net.blocks), stages, options.stage_blocks)[stage]
+    kept = nn.ModuleList()
+    for index in blocks:  # registered under their own index: parameter names unchanged
+        kept.add_module(str(index), net.blocks[index])
+    net.blocks = kept
+    first, last = pipeline_ends(net)
+    for name in first if stage > 0 else ():
+        setattr(net, name, None)
+    for name in last if stage < stages - 1 else ():
+        setattr(net, name, None)
+
+
+class Pipeline:
+    """This rank's stage of the net and the schedule that runs it with the other stages
+    of the pipeline ``mesh`` (the mesh's pipeline dimension).
+
+    ``loss`` is the LightningModule's loss of one microbatch; ``accumulation`` the
+    Trainer's accumulate_grad_batches, by which each batch's gradients are divided as
+    Lightning's own backward would."""
+
+    def __init__(
+        self,
+        net: nn.Module,
+        mesh: DeviceMesh,
+        device: torch.device,
+        options: PipelineOptions,
+        loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+        accumulation: int = 1,
+    ) -> None:
+        self.group = mesh.get_group()
+        self.stage = PipelineStage(
+            net,
+            stage_index=mesh.get_local_rank(),
+            num_stages=mesh.size(),
+            device=device,
+            group=self.group,
+        )
+        self.accumulation = accumulation
+        scale = options.microbatches * accumulation
+        # The gradient of the batch is that of its mean loss: each microbatch's loss is
+        # divided here, rather than every gradient after the step (the schedule's
+        # scale_grads, which would also divide what earlier batches accumulated).
+        self.schedule = SCHEDULES[options.schedule](
+            self.stage,
+            n_microbatches=options.microbatches,
+            loss_fn=lambda output, target: loss(output, target) / scale,
+            scale_grads=False,
+        )
+
+    def sum_over_stages(self, *values: float) -> list[float]:
+        """Each of ``values`` summed over the stages (a collective: every stage calls it)."""
+        summed = torch.tensor(values, dtype=torch.float64)
+        dist.all_reduce(summed, group=self.group)
+        return summed.tolist()
+
+    def _inputs(self, inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return (inputs,) if self.stage.is_first else ()
+
+    def _target(self, targets: torch.Tensor) -> torch.Tensor | None:
+        return targets if self.stage.is_last else None
+
+    def train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Forward and backward of one batch through every stage; the batch's mean loss,
+        known to every stage."""
+        losses: list[torch.Tensor] = []
+        self.schedule.step(*self._inputs(inputs), target=self._target(targets), losses=losses)
+        loss = torch.zeros((), device=self.stage.device)
+        if self.stage.is_last:
+            # the mean of the microbatches' mean losses (each divided by the scale)
+            loss = torch.stack([part.detach() for part in losses]).sum() * self.accumulation
+        dist.all_reduce(loss, group=self.group)  # from the last stage, the others hold 0
+        return loss
+
+    @torch.no_grad()
+    def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor | None:
+        """The net's output for ``inputs`` on the last stage (None on the others). The
+        schedules compute the loss of every microbatch even here: hence the ``targets``."""
+        return self.schedule.eval(*self._inputs(inputs), target=self._target(targets))
+
+
+def name_every_stage_parameter(optimizer_state: dict, mesh: DeviceMesh) -> dict:
+    """``optimizer_state`` (keyed by parameter name, for a distributed checkpoint) with
+    each param group listing the parameters of every stage of the pipeline ``mesh``, in
+    stage order. Each stage's optimizer knows only its own; a distributed checkpoint keeps
+    one rank's copy of such a non-tensor value, which must describe the whole net for the
+    checkpoint to load under another layout."""
+    groups = [group["params"] for group in optimizer_state["param_groups"]]
+    gathered: list = [None] * mesh.size()
+    dist.all_gather_object(gathered, groups, group=mesh.get_group())
+    for index, group in enumerate(optimizer_state["param_groups"]):
+        group["params"] = [name for stage in gathered for name in stage[index]]
+    return optimizer_state
+
+
+def clip_grad_norm_(
+    parameters: Sequence[nn.Parameter], max_norm: float, group: dist.ProcessGroup
+) -> torch.Tensor:
+    """Clip the gradients of the whole net, spread over the stages of ``group``, to a
+    total norm of at most ``max_norm``; return that norm. Each stage's norm covers its own
+    parameters (whole, where they are sharded DTensors), the stages' squares are summed."""
+    grads = [p.grad for p in parameters if p.grad is not None]
+    norm = torch.nn.utils.get_total_norm(grads, foreach=True)
+    if isinstance(norm, DTensor):
+        norm = norm.full_tensor()
+    squared = norm.float() ** 2
+    dist.all_reduce(squared, group=group)
+    total = squared.sqrt()
+    torch.nn.utils.clip_grads_with_norm_(parameters, max_norm, total, foreach=True)
+    return total
