@@ -60,11 +60,22 @@ GPT = ["experiment=gpt_text"]
             "stages; use it or 1",
         ),
         (
+            [*GPT, "strategy=pipeline", "trainer.devices=2", "strategy.microbatches=1"],
+            "strategy.microbatches=1: 1f1b needs at least one microbatch per stage (2); "
+            "valid: 2 or more, or strategy.pipeline_schedule=gpipe",
+        ),
+        (
             [*GPT, "strategy=pipeline", "trainer.devices=2", "strategy.pipeline_schedule=zigzag"],
             "strategy.pipeline_schedule=zigzag: unknown; valid: gpipe, 1f1b",
         ),
         (
-            [*GPT, "strategy=pipeline", "trainer.devices=8", "strategy.pipeline_parallel_size=8"],
+            [
+                *GPT,
+                "strategy=pipeline",
+                "trainer.devices=8",
+                "strategy.pipeline_parallel_size=8",
+                "strategy.pipeline_schedule=gpipe",
+            ],
             "strategy.pipeline_parallel_size=8: more stages than the net's 4 blocks "
             "(model.net.num_layers); valid: 1 to 4",
         ),

@@ -271,7 +271,8 @@ def measure_memory(overrides: list[str], root: Path) -> dict:
 def measure_pipeline(
     overrides: list[str], root: Path, steps: int, microbatches: tuple[int, ...] = (1, 2, 4, 8)
 ) -> dict:
-    """samples/s of a 2-stage pipeline (1F1B, one thread per stage) with each number of
+    """samples/s of a 2-stage pipeline (GPipe, which takes any number of microbatches;
+    one thread per stage) with each number of
     microbatches ``m``, against one process on the same batch. A pipeline of ``p`` stages
     kept busy would be ``p`` times as fast as one process; each stage is idle for
     ``p - 1`` of every ``m + p - 1`` slots (the bubble), so the ideal is a busy fraction
@@ -285,6 +286,7 @@ def measure_pipeline(
             [
                 *common,
                 "strategy=pipeline",
+                "strategy.pipeline_schedule=gpipe",
                 f"strategy.pipeline_parallel_size={stages}",
                 f"strategy.microbatches={count}",
                 f"trainer.devices={stages}",
@@ -450,7 +452,7 @@ def markdown(results: dict) -> str:
     pipeline = results["pipeline"]
     for count, figures in pipeline["microbatches"].items():
         rows.append(
-            f"| pipeline {pipeline['stages']} stages, {count} microbatches: samples/s "
+            f"| pipeline {pipeline['stages']} stages (gpipe), {count} microbatches: samples/s "
             f"(single {pipeline['samples_per_sec_single']:.1f}) | "
             f"{figures['samples_per_sec']:.1f}: efficiency **{figures['efficiency']:.2f}** "
             f"vs ideal fill {figures['ideal_fill']:.2f} = "

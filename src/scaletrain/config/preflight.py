@@ -202,6 +202,12 @@ def check_pipeline(cfg: DictConfig, layout: ParallelLayout) -> list[str]:
         problems.append(
             f"strategy.pipeline_schedule={schedule}: unknown; valid: {', '.join(SCHEDULES)}"
         )
+    stages, microbatches = layout.pipeline_parallel_size, layout.microbatches
+    if schedule == "1f1b" and microbatches < stages:
+        problems.append(
+            f"strategy.microbatches={microbatches}: 1f1b needs at least one microbatch per "
+            f"stage ({stages}); valid: {stages} or more, or strategy.pipeline_schedule=gpipe"
+        )
     if cfg.strategy.get("distributed_checkpoint") is False:
         problems.append(
             "strategy.distributed_checkpoint=false: each pipeline stage saves its own "
