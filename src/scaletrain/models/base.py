@@ -76,6 +76,7 @@ class ScaleModule(L.LightningModule):
         # Set by the strategy builder for strategy=pipeline: this rank runs one stage.
         self.pipeline_options: PipelineOptions | None = None
         self.pipeline: Pipeline | None = None
+        self._stepped_optimizers: list = []  # their gradients are cleared before the next batch
         self._parallelized = False
 
     def configure_model(self) -> None:
@@ -131,6 +132,8 @@ class ScaleModule(L.LightningModule):
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         inputs, targets = batch
         if self.pipeline is not None:  # forward and backward through every stage
+            while self._stepped_optimizers:
+                self._stepped_optimizers.pop().zero_grad()
             loss = self.pipeline.train_step(inputs, targets)
         else:
             loss = self.loss(self(inputs), targets)
@@ -151,8 +154,8 @@ class ScaleModule(L.LightningModule):
 
     def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: Any) -> None:
         """Lightning clears the gradients between ``training_step`` and its backward: in a
-        pipeline, whose gradients exist when training_step returns, they are cleared after
-        each optimizer step instead (:meth:`optimizer_step`)."""
+        pipeline, whose gradients exist when training_step returns, the next training_step
+        clears them once an optimizer step has used them (:meth:`optimizer_step`)."""
         if self.pipeline is None:
             super().optimizer_zero_grad(epoch, batch_idx, optimizer)
 
@@ -160,8 +163,7 @@ class ScaleModule(L.LightningModule):
         self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None
     ) -> None:
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
-        if self.pipeline is not None:
-            optimizer.zero_grad()
+        self._stepped_optimizers.append(optimizer)
 
     def configure_gradient_clipping(
         self,
