@@ -34,17 +34,17 @@ def test_tiny_benchmark_writes_every_field(tmp_path):
         scaling["speedup"] == scaling["samples_per_sec_2_ranks"] / scaling["samples_per_sec_1_rank"]
     )
     memory = results["memory"]
-    assert set(memory) == {"single", "ddp", "fsdp", "model_sharded", "pipeline"}
+    # ddp and model_sharded too outside --tiny
+    assert set(memory) == {"single", "fsdp", "pipeline"}
     for figures in memory.values():
         assert figures["model_state"] == (
             figures["params"] + figures["grads"] + figures["optimizer_state"]
         )
         assert figures["peak_rss_bytes"] > figures["model_state"]
-    assert memory["ddp"]["model_state"] == memory["single"]["model_state"]
-    assert memory["fsdp"]["model_state_vs_ddp"] < 0.6
+    assert memory["fsdp"]["model_state_vs_single"] < 0.6
     assert memory["pipeline"]["model_state_vs_single"] < 0.7  # one of 2 stages per rank
     pipeline = results["pipeline"]
-    assert set(pipeline["microbatches"]) == {"1", "4"}  # 1, 2, 4 and 8 outside --tiny
+    assert set(pipeline["microbatches"]) == {"2"}  # 1, 2, 4 and 8 outside --tiny
     for count, figures in pipeline["microbatches"].items():
         assert figures["ideal_fill"] == int(count) / (int(count) + pipeline["stages"] - 1)
         assert figures["efficiency"] == (
@@ -64,7 +64,7 @@ def test_tiny_benchmark_writes_every_field(tmp_path):
     assert tokens["large_vs_small"] == (
         tokens["large"]["peak_rss_bytes"] / tokens["small"]["peak_rss_bytes"]
     )
-    assert results["compile"]["tokens_per_sec_compiled"] > 0
+    assert results["compile"] is None  # measured outside --tiny only
     assert "| ddp 2 ranks / 1 rank, samples/s |" in results["table"]
     assert results["table"] in done.stdout
     # tiny figures are labelled as what they are, never set beside a target

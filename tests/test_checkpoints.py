@@ -70,7 +70,6 @@ def test_sharded_strategies_write_distributed_checkpoints(runs):
         ("fsdp", ["strategy=fsdp", "trainer.devices=1"]),
         ("single", ["strategy=fsdp", "trainer.devices=2"]),
         ("fsdp", []),
-        ("model_sharded", ["strategy=model_sharded", "trainer.devices=2"]),
         ("model_sharded", []),
     ],
     ids=[
@@ -78,7 +77,6 @@ def test_sharded_strategies_write_distributed_checkpoints(runs):
         "fsdp2-to-fsdp1",
         "single-to-fsdp2",
         "fsdp2-to-single",
-        "tp2-to-tp2",
         "tp2-to-single",
     ],
 )

@@ -11,7 +11,6 @@ from tests.helpers import compose_train, run_cli
 
 LAYOUTS = {
     "pp2": ["strategy=pipeline", "trainer.devices=2"],  # each rank builds its stage only
-    "fsdp2": ["strategy=fsdp", "trainer.devices=2"],
     "fsdp4": ["strategy=fsdp", "trainer.devices=4"],
     "tp2": ["strategy=model_sharded", "trainer.devices=2", "strategy.tensor_parallel_size=2"],
     "dp2xtp2": ["strategy=model_sharded", "trainer.devices=4", "strategy.tensor_parallel_size=2"],

@@ -145,7 +145,7 @@ def test_a_job_that_can_never_start_is_reported_and_cancelled(tmp_path):
     # partition onecpu lets a job use one CPU of its node: 2 tasks wait there forever
     done = slurm_sweep(
         tmp_path, "trainer=cpu", "strategy=ddp", "trainer.devices=2",
-        "hydra.launcher.partition=onecpu", timeout=120,
+        "hydra.launcher.partition=onecpu", timeout=240,  # SLURM's scheduler names the reason
     )  # fmt: skip
     assert done.returncode == 2, done.stdout + done.stderr
     match = re.search(r"error: SLURM job (\S+) can never start: PartitionConfig", done.stderr)

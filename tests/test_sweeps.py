@@ -52,10 +52,9 @@ def only_sweep_dir(root: Path) -> Path:
     return sweep
 
 
-# fsdp is model_sharded's data-parallel half: its sweeps are covered by model_sharded's
+# ddp, and the sharded strategies through the pipeline (FSDP2 over each stage)
 SWEPT = {
     "ddp": PARITY_STRATEGIES["ddp"],
-    "model_sharded": PARITY_STRATEGIES["model_sharded"],
     "pipeline": [
         "strategy=pipeline",
         "trainer.devices=2",
