@@ -48,6 +48,7 @@ def eval_here(tmp_path):
 LONGEST_FIRST = (
     "test_benchmark.py",
     "test_slurm.py",
+    "test_pipeline.py",
     "test_sharded_init.py",
     "test_kill_resume.py",
     "test_memory_limit.py",

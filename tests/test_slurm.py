@@ -11,6 +11,7 @@ and the batch script's own requeue after the signal a time limit sends.
 import json
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -64,8 +65,12 @@ def stall(marker: Path, seconds: float, after_step: int = 0) -> str:
     )
 
 
-def slurm_sweep(root: Path, *overrides: str, timeout: float = 400) -> subprocess.CompletedProcess:
-    """``python -m scaletrain.train -m hydra/launcher=slurm ...`` started in ``root``."""
+def slurm_sweep(
+    root: Path, *overrides: str, timeout: float = 400, background: bool = False
+) -> subprocess.CompletedProcess:
+    """``python -m scaletrain.train -m hydra/launcher=slurm ...`` started in ``root``;
+    ``background``: ignoring SIGINT, as a non-interactive shell starts a command with ``&``."""
+    ignore_sigint = (lambda: signal.signal(signal.SIGINT, signal.SIG_IGN)) if background else None
     return subprocess.run(
         [
             sys.executable,
@@ -81,6 +86,7 @@ def slurm_sweep(root: Path, *overrides: str, timeout: float = 400) -> subprocess
         capture_output=True,
         text=True,
         timeout=timeout,
+        preexec_fn=ignore_sigint,
     )
 
 
@@ -145,7 +151,7 @@ def test_a_job_that_can_never_start_is_reported_and_cancelled(tmp_path):
     # partition onecpu lets a job use one CPU of its node: 2 tasks wait there forever
     done = slurm_sweep(
         tmp_path, "trainer=cpu", "strategy=ddp", "trainer.devices=2",
-        "hydra.launcher.partition=onecpu", timeout=240,  # SLURM's scheduler names the reason
+        "hydra.launcher.partition=onecpu", timeout=120, background=True,
     )  # fmt: skip
     assert done.returncode == 2, done.stdout + done.stderr
     match = re.search(r"error: SLURM job (\S+) can never start: PartitionConfig", done.stderr)

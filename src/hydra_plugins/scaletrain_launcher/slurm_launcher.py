@@ -17,6 +17,7 @@ every start: it imports nothing heavy.
 
 import _thread
 import logging
+import signal
 import subprocess
 import sys
 import threading
@@ -55,11 +56,18 @@ class QueueWatch:
         self._thread = threading.Thread(target=self._watch, name="slurm-queue", daemon=True)
 
     def __enter__(self) -> "QueueWatch":
+        # The interrupt is a simulated SIGINT, which a process started in the background
+        # by a non-interactive shell ignores: while the watch runs, SIGINT interrupts.
+        self._sigint = signal.getsignal(signal.SIGINT)
+        if self._sigint is signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.default_int_handler)
         self._thread.start()
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         self._done.set()
+        if self._sigint is signal.SIG_IGN:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
 
     def _watch(self) -> None:
         seen: dict[str, tuple[str, str]] = {}
