@@ -152,8 +152,9 @@ class Pipeline:
         )
 
     def sum_over_stages(self, *values: float) -> list[float]:
-        """Each of ``values`` summed over the stages (a collective: every stage calls it)."""
-        summed = torch.tensor(values, dtype=torch.float64)
+        """Each of ``values`` summed over the stages (a collective: every stage calls it;
+        on the stage's device, where nccl needs it)."""
+        summed = torch.tensor(values, dtype=torch.float64, device=self.stage.device)
         dist.all_reduce(summed, group=self.group)
         return summed.tolist()
 
