@@ -13,4 +13,4 @@ pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   "${pip[@]}" install "${TORCH_SPEC:-torch==2.13.0}"
 fi
-"${pip[@]}" install -e ".[dev]"
+"${pip[@]}" install -e ".[dev,hf]"

@@ -27,6 +27,7 @@ def linear_shapes(net) -> list[tuple[int, int]]:
 PARTNER = {
     "data=text": ["model=gpt"],
     "model=gpt": ["data=text"],
+    "model=hf_causal_lm": ["data=text"],
     # token data the run would prepare (nothing is prepared by composing and validating)
     "data=tokens": [
         "model=gpt",
@@ -108,4 +109,4 @@ def test_validate_reports_every_problem_at_once():
 def test_model_and_data_that_do_not_fit_are_one_line():
     (problem,) = validate(compose_train("data=text"))
     assert problem.startswith("model.net.input_dim: refers to a setting that does not exist")
-    assert "model=gpt with data=text" in problem
+    assert "model=gpt or hf_causal_lm with data=text" in problem

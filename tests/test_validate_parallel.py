@@ -24,8 +24,8 @@ GPT = ["experiment=gpt_text"]
         ),
         (
             ["strategy=model_sharded", "trainer.devices=2", "model.net.hidden_dims=[63]"],
-            "strategy.tensor_parallel_size=2 does not divide model.net.hidden_dims[0]=63; "
-            "valid: 1, 3, 7, 9, 21, 63",
+            "strategy.tensor_parallel_size=2 does not divide blocks.0.0's output size 63, "
+            "which colwise_gather splits; valid: 1, 3, 7, 9, 21, 63",
         ),
         (
             ["strategy=model_sharded", "trainer.devices=2", "strategy.tensor_parallel_size=3"],
@@ -77,12 +77,12 @@ GPT = ["experiment=gpt_text"]
                 "strategy.pipeline_schedule=gpipe",
             ],
             "strategy.pipeline_parallel_size=8: more stages than the net's 4 blocks "
-            "(model.net.num_layers); valid: 1 to 4",
+            "(model.parallel.blocks=blocks); valid: 1 to 4",
         ),
         (
             [*GPT, "strategy=pipeline", "trainer.devices=2", "strategy.stage_blocks=[3,2]"],
             "strategy.stage_blocks=[3, 2]: must give each of the 2 stages at least one block, "
-            "4 in all (model.net.num_layers); or null for an even split",
+            "4 in all (model.parallel.blocks=blocks); or null for an even split",
         ),
         (
             [*GPT, "strategy=pipeline", "trainer.devices=3"],
@@ -129,7 +129,7 @@ def test_gpt_default_sizes_split_over_two_devices():
     assert validate(compose_train(*GPT, "strategy=pipeline", "trainer.devices=2")) == []
     assert validate(compose_train("strategy=pipeline", "trainer.devices=2")) == [
         "strategy.pipeline_parallel_size=2: more stages than the net's 1 block "
-        "(model.net.hidden_dims); valid: 1 to 1"
+        "(model.parallel.blocks=blocks); valid: 1 to 1"
     ]
 
 

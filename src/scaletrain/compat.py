@@ -158,6 +158,19 @@ class CustomParallelStyle(ParallelStyle):
         return self.apply(module, device_mesh)
 
 
+# -- transformers: a model's own parallel plans -------------------------------------------
+
+
+def hf_parallel_plans(model: nn.Module) -> tuple[dict[str, str], dict[str, Any]]:
+    """A transformers model's tensor-parallel and pipeline plans, keyed by module names
+    of the model (the base model's plans with its prefix, and the head's): the instance
+    attributes ``_tp_plan`` and ``_pp_plan`` that ``post_init`` fills; the public config
+    holds the base model's alone (``base_model_tp_plan``, ``base_model_pp_plan``)."""
+    return dict(getattr(model, "_tp_plan", None) or {}), dict(
+        getattr(model, "_pp_plan", None) or {}
+    )
+
+
 # -- OmegaConf: reading a config node without resolving it --------------------------------
 
 # Walking a config to check it must not resolve interpolations (a broken one is reported by

@@ -55,13 +55,13 @@ def summary_lines(net: nn.Module) -> list[str]:
     return lines
 
 
-def stage_lines(num_blocks: int, stages: int, stage_blocks: list[int] | None) -> list[str]:
-    """Which blocks each pipeline stage holds."""
-    ranges = stage_ranges(num_blocks, stages, stage_blocks)
+def stage_lines(num_blocks: int, stages: int, options, plan) -> list[str]:
+    """Which blocks (and modules before and after them) each pipeline stage holds."""
+    ranges = stage_ranges(num_blocks, stages, options.stage_blocks)
     return [
         f"  pipeline stage {stage}: blocks {blocks.start}-{blocks.stop - 1}"
-        + (" and the embeddings" if stage == 0 else "")
-        + (" and the head" if stage == stages - 1 else "")
+        + (f" and {', '.join(plan.first)}" if stage == 0 and plan.first else "")
+        + (f" and {', '.join(plan.last)}" if stage == stages - 1 and plan.last else "")
         for stage, blocks in enumerate(ranges)
     ]
 
@@ -81,8 +81,13 @@ class NetSummary(Callback):
             with torch.device("meta"):
                 net = instantiate(pl_module.hparams.net)
         lines = summary_lines(net)
+        plan = getattr(pl_module, "net_plan", None)
+        if plan is not None and plan.blocks is not None:
+            blocks = plan.block_container(net)
+            if plan.blocks_found:  # the user may want to name others: say which were taken
+                lines.append(f"  blocks (found): {plan.blocks}, {len(blocks)}")
         if pipeline is not None:
-            options = pl_module.pipeline_options
-            lines += stage_lines(len(net.blocks), pipeline.stage.num_stages, options.stage_blocks)
+            stages = pipeline.stage.num_stages
+            lines += stage_lines(len(blocks), stages, pl_module.pipeline_options, plan)
         for line in lines:
             log.info(line)

@@ -5,6 +5,7 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
+import torch
 from hydra.utils import get_class, instantiate
 from omegaconf import DictConfig, ListConfig, OmegaConf
 from omegaconf.errors import (
@@ -14,11 +15,11 @@ from omegaconf.errors import (
 )
 
 from scaletrain import compat
-from scaletrain.config.build import lightning_objection
+from scaletrain.config.build import lightning_objection, unwrap_instantiation
 from scaletrain.config.settings import render, type_problems
-from scaletrain.parallel.layout import ParallelLayout, accelerator_type, divisors, world_size
+from scaletrain.parallel.layout import ParallelLayout, accelerator_type, world_size
+from scaletrain.parallel.net_plan import NetPlan
 from scaletrain.parallel.pipeline import SCHEDULES, split_problems
-from scaletrain.parallel.plans import split_sizes
 from scaletrain.parallel.strategy import build_strategy
 
 # The settings Lightning's Trainer resolves and checks itself when it is built.
@@ -178,18 +179,51 @@ def check_strategy_options(cfg: DictConfig) -> list[str]:
     return problems
 
 
-def check_tensor_parallel_split(cfg: DictConfig, layout: ParallelLayout) -> list[str]:
-    """The tensor-parallel degree divides every size the net splits."""
-    tp = layout.tensor_parallel_size
-    if tp == 1:
+def blocks_needed_by(cfg: DictConfig) -> str | None:
+    """The setting that needs the net's blocks, if one does."""
+    if cfg.strategy.name == "pipeline":
+        return "strategy=pipeline"
+    for option in ("activation_checkpointing", "compile"):
+        if OmegaConf.select(cfg, f"model.{option}"):
+            return f"model.{option}=true"
+    return None
+
+
+def check_net(cfg: DictConfig, layout: ParallelLayout | None) -> list[str]:
+    """The net can be built (on the meta device: no memory), and its plan
+    (``model.parallel``, or the net's own) fits it and what the strategy needs of it:
+    blocks where they are needed, tensor-parallel patterns that match and sizes that the
+    degree divides, a block for every pipeline stage."""
+    net_cfg = OmegaConf.select(cfg, "model.net")
+    if not isinstance(net_cfg, DictConfig) or "_target_" not in net_cfg:
         return []
-    net = OmegaConf.to_container(cfg.model.net, resolve=True)
-    return [
-        f"strategy.tensor_parallel_size={tp} does not divide {setting}={size}; "
-        f"valid: {divisors(size)}"
-        for setting, size in split_sizes(net).items()
-        if size % tp
-    ]
+    OmegaConf.to_container(net_cfg, resolve=True)  # unresolvable: check_references says so
+    try:
+        with torch.device("meta"):
+            net = instantiate(net_cfg)
+    except Exception as raised:
+        error = unwrap_instantiation(raised)
+        if isinstance(error, ModuleNotFoundError):
+            return [str(error)]
+        message = " ".join(str(error).split())
+        return [f"model.net: {net_cfg._target_} could not be built: {message}"]
+    declared = OmegaConf.select(cfg, "model.parallel")
+    try:
+        plan = NetPlan.of(net, OmegaConf.to_container(declared, resolve=True) if declared else None)
+    except ValueError as error:
+        return [str(error)]
+    tp = layout.tensor_parallel_size if layout else 1
+    pp = layout.pipeline_parallel_size if layout else 1
+    problems = plan.problems(net, blocks_needed_by(cfg), tp, pp)
+    if pp > 1 and not problems:
+        blocks = cfg.strategy.get("stage_blocks")
+        problems += split_problems(
+            len(plan.block_container(net)),
+            f"model.parallel.blocks={plan.blocks}",
+            pp,
+            None if blocks is None else list(blocks),
+        )
+    return problems
 
 
 def check_pipeline(cfg: DictConfig, layout: ParallelLayout) -> list[str]:
@@ -214,10 +248,7 @@ def check_pipeline(cfg: DictConfig, layout: ParallelLayout) -> list[str]:
             "parameters; valid under strategy=pipeline: true (scaletrain.consolidate makes "
             "one file)"
         )
-    net = OmegaConf.to_container(cfg.model.net, resolve=True)
-    blocks = cfg.strategy.get("stage_blocks")
-    blocks = None if blocks is None else list(blocks)
-    return problems + split_problems(net, layout.pipeline_parallel_size, blocks)
+    return problems
 
 
 def check_data_files(cfg: DictConfig) -> list[str]:
@@ -257,8 +288,8 @@ def check_references(cfg: DictConfig) -> list[str]:
     except InterpolationResolutionError as error:
         return [
             f"{error.full_key}: refers to a setting that does not exist ({error.msg}); the "
-            f"chosen groups do not fit together (model=mlp goes with data=digits, mnist or "
-            f"synthetic; model=gpt with data=text or tokens)"
+            f"chosen groups do not fit together (model=mlp or cnn goes with data=digits, "
+            f"mnist or synthetic; model=gpt or hf_causal_lm with data=text or tokens)"
         ]
     return required
 
@@ -311,10 +342,13 @@ def validate(cfg: DictConfig) -> list[str]:
     # Lightning's Trainer and the layout are judged once the settings they take have the
     # right types and ranges (each problem is reported once, by the clearer check)
     wrong = mistyped | {setting_of(problem) for problem in values}
+    layout = None
     if not any(setting.startswith("trainer.") or setting == "data.batch_size" for setting in wrong):
         trainer_problems, layout = guarded(check_trainer, cfg) or ([], None)
         problems += trainer_problems
         if layout is not None:
-            problems += guarded(check_tensor_parallel_split, cfg, layout)
             problems += guarded(check_pipeline, cfg, layout)
-    return problems + guarded(check_data_files, cfg)
+    problems += guarded(check_data_files, cfg)
+    if layout is not None and not problems:  # the net is built from settings found right
+        problems += guarded(check_net, cfg, layout)
+    return problems

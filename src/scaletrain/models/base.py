@@ -1,6 +1,7 @@
 """What every scaletrain LightningModule shares: building and parallelizing the net,
 per-target losses for evaluation, and the optimizer."""
 
+import logging
 from typing import Any
 
 import lightning as L
@@ -12,10 +13,38 @@ from omegaconf import DictConfig, OmegaConf
 from torchmetrics import MeanMetric
 
 from scaletrain.conventions import IGNORE_INDEX
-from scaletrain.nets.init import initialize
+from scaletrain.nets.init import initialize, reset_value, resettable, uncovered
 from scaletrain.parallel.apply import FSDPOptions, parallelize
-from scaletrain.parallel.materialize import is_on_meta, materialize
+from scaletrain.parallel.materialize import is_on_meta, materialize, parameters_on_meta
+from scaletrain.parallel.net_plan import NetPlan
 from scaletrain.parallel.pipeline import Pipeline, PipelineOptions, clip_grad_norm_, keep_stage
+from scaletrain.runtime.ranks import is_global_rank_zero
+
+log = logging.getLogger("scaletrain")
+
+
+def build_net(config: dict, seed: int, empty: bool) -> tuple[Any, dict]:
+    """The net of ``config`` with its initial weights (``scaletrain.nets.init``), or, where
+    ``empty``, with its parameters on the meta device for each rank to allocate its shards;
+    and the whole initial values of the parameters no rule covers, computed now, before the
+    net is sharded. A parameter that no rule covers and its module cannot reset keeps its
+    constructor's value: such a net is built whole (said once)."""
+    if empty:
+        with parameters_on_meta():
+            net = instantiate(config)
+        strays = [name for name in uncovered(net) if not resettable(net, name)]
+        if not strays:
+            return net, {name: reset_value(net, name, seed) for name in uncovered(net)}
+        if is_global_rank_zero():
+            log.warning(
+                "%s is built whole on every rank, then sharded: no initialization rule covers "
+                "%s, whose module has no reset_parameters() (add one, or give the net an "
+                "init_parameter(name, value, generator) method)",
+                type(net).__name__,
+                ", ".join(strays),
+            )
+    net = instantiate(config)
+    return initialize(net, seed), {}
 
 
 def plain(config: Any) -> Any:
@@ -29,11 +58,14 @@ class ScaleModule(L.LightningModule):
     """Builds ``net`` from its config, so a checkpoint alone can rebuild the module.
 
     Args:
-        net: Hydra config of a plain ``torch.nn.Module`` from ``scaletrain.nets``.
+        net: Hydra config of a plain ``torch.nn.Module`` (``scaletrain.nets`` or the user's).
         optimizer: Hydra config of a partial optimizer (``_partial_: true``).
         scheduler: optional Hydra config of a partial LR scheduler, stepped every step.
         activation_checkpointing: recompute each block's activations in the backward.
         compile: ``torch.compile`` each block.
+        parallel: the net's plan for the sharded strategies (``model.parallel``, see
+            ``scaletrain.parallel.net_plan``): its blocks, tensor-parallel patterns and
+            pipeline ends.
         empty_init: build the net on the meta device, without memory; ``configure_model``
             gives each rank its shards (for the sharded strategies). Either way the
             initial weights depend only on the seed (see ``scaletrain.nets.init``).
@@ -49,6 +81,7 @@ class ScaleModule(L.LightningModule):
         scheduler: dict | None = None,
         activation_checkpointing: bool = False,
         compile: bool = False,
+        parallel: dict | None = None,
         empty_init: bool = False,
     ) -> None:
         super().__init__()
@@ -59,15 +92,27 @@ class ScaleModule(L.LightningModule):
                 "scheduler": plain(scheduler),
                 "activation_checkpointing": activation_checkpointing,
                 "compile": compile,
+                "parallel": plain(parallel),
             }
         )
         # seeded by the caller (the runner seeds every rank alike before building)
         self.init_seed = torch.initial_seed()
-        if empty_init:
-            with torch.device("meta"):
-                self.net = instantiate(self.hparams.net)
-        else:
-            self.net = initialize(instantiate(self.hparams.net), self.init_seed)
+        self.net, self.computed_init = build_net(self.hparams.net, self.init_seed, empty_init)
+        self.net_plan = NetPlan.of(self.net, self.hparams.parallel)
+        strays = uncovered(self.net)
+        if strays and is_global_rank_zero():
+            reset = [name for name in strays if resettable(self.net, name)]
+            kept = [name for name in strays if name not in reset]
+            log.info(
+                "no initialization rule covers %s: %s (the same in every layout)",
+                ", ".join(strays),
+                "; ".join(
+                    [
+                        *([f"{', '.join(reset)} by reset_parameters()"] if reset else []),
+                        *([f"{', '.join(kept)} as the constructor made it"] if kept else []),
+                    ]
+                ),
+            )
         # One metric object per stage: torchmetrics state must not mix val and test.
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
         # Set by the strategy builder for fsdp and model_sharded; not a hyperparameter,
@@ -87,10 +132,13 @@ class ScaleModule(L.LightningModule):
         """
         if self._parallelized:
             return
+        relay = None
         if self.pipeline_options is not None:
-            keep_stage(self.net, self.device_mesh["pipeline"], self.pipeline_options)
+            mesh = self.device_mesh["pipeline"]
+            relay = keep_stage(self.net, self.net_plan, mesh, self.pipeline_options)
         parallelize(
             self.net,
+            self.net_plan,
             mesh=self.device_mesh,
             fsdp=self.fsdp_options,
             activation_checkpointing=self.hparams.activation_checkpointing,
@@ -99,10 +147,13 @@ class ScaleModule(L.LightningModule):
         if is_on_meta(self.net):
             offloaded = self.fsdp_options is not None and self.fsdp_options.cpu_offload
             device = torch.device("cpu") if offloaded else self.trainer.strategy.root_device
-            materialize(self.net, device, self.init_seed)
-        if self.pipeline_options is not None:
+            materialize(self.net, device, self.init_seed, self.computed_init)
+        self.computed_init = {}
+        if relay is not None:
             self.pipeline = Pipeline(
                 self.net,
+                self.net_plan,
+                relay,
                 self.device_mesh["pipeline"],
                 self.trainer.strategy.root_device,
                 self.pipeline_options,

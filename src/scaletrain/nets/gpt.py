@@ -97,15 +97,9 @@ class GPT(nn.Module):
             nn.init.zeros_(value)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Logits ``(batch, length, vocab_size)`` for token ids ``(batch, length)``.
-
-        A pipeline stage holds only some of the modules (``scaletrain.parallel.pipeline``):
-        without the embeddings its input is the previous stage's activations, without the
-        head its output is its own."""
-        x = tokens
-        if self.token_embedding is not None:
-            positions = torch.arange(tokens.shape[1], device=tokens.device)
-            x = self.dropout(self.token_embedding(tokens) + self.position_embedding(positions))
+        """Logits ``(batch, length, vocab_size)`` for token ids ``(batch, length)``."""
+        positions = torch.arange(tokens.shape[1], device=tokens.device)
+        x = self.dropout(self.token_embedding(tokens) + self.position_embedding(positions))
         for block in self.blocks:
             x = block(x)
-        return x if self.lm_head is None else self.lm_head(self.norm(x))
+        return self.lm_head(self.norm(x))

@@ -1,6 +1,5 @@
 """The seed's multilayer perceptron: input -> hidden ReLU layers -> class logits."""
 
-import math
 from collections.abc import Sequence
 
 import torch
@@ -22,17 +21,8 @@ class MLP(nn.Module):
         )
         self.head = nn.Linear(widths[-1], num_classes)
 
-    def init_parameter(self, name: str, value: torch.Tensor, generator: torch.Generator) -> None:
-        """The initial value of parameter ``name`` (see ``scaletrain.nets.init``): PyTorch's
-        own rule for linear layers, uniform within 1/sqrt(fan_in) (weights: Kaiming
-        uniform with a=sqrt(5), the same bound)."""
-        fan_in = self.get_submodule(name.rpartition(".")[0]).in_features
-        bound = 1 / math.sqrt(fan_in)
-        nn.init.uniform_(value, -bound, bound, generator=generator)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.flatten(1)
         for block in self.blocks:
             x = block(x)
-        # a pipeline stage before the last holds no head (scaletrain.parallel.pipeline)
-        return x if self.head is None else self.head(x)
+        return self.head(x)

@@ -20,6 +20,7 @@ from torch.distributed.tensor.parallel import parallelize_module
 from torch.utils.checkpoint import checkpoint
 
 from scaletrain import compat
+from scaletrain.parallel.net_plan import NetPlan
 from scaletrain.parallel.plans import tensor_parallel_plan
 
 DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
@@ -57,22 +58,24 @@ def checkpoint_activations(module: nn.Module) -> None:
 
 def parallelize(
     net: nn.Module,
+    plan: NetPlan,
     mesh: DeviceMesh | None,
     fsdp: FSDPOptions | None,
     activation_checkpointing: bool = False,
     compile: bool = False,
 ) -> None:
-    """Parallelize ``net`` in place. ``net.blocks`` are the units of checkpointing,
-    compilation and sharding. ``mesh`` has dimensions ``data_parallel`` and
+    """Parallelize ``net`` in place as ``plan`` says: its blocks are the units of
+    checkpointing, compilation and sharding. ``mesh`` has dimensions ``data_parallel`` and
     ``tensor_parallel`` (from Lightning's ModelParallelStrategy), or is None for
     single-device and DDP runs."""
     if mesh is not None and mesh["tensor_parallel"].size() > 1:
-        parallelize_module(net, mesh["tensor_parallel"], tensor_parallel_plan(net))
+        parallelize_module(net, mesh["tensor_parallel"], tensor_parallel_plan(net, plan))
         # A gradient norm is partial over both mesh dimensions; with the flattened mesh
         # registered, DTensor reduces it in one all-reduce instead of two in sequence
         # (which it warns may differ between ranks in the last bits).
         compat.flatten_mesh(mesh, ("data_parallel", "tensor_parallel"))
-    for block in net.blocks:
+    units = list(plan.units(net))
+    for block in units:
         if compile:
             # Compiling the forward (not the module) keeps the parameter names.
             block.forward = torch.compile(block.forward)
@@ -81,6 +84,6 @@ def parallelize(
     if mesh is not None and fsdp is not None:
         # Without sharding (or replication) over the data-parallel mesh nothing would
         # synchronize gradients under ModelParallelStrategy.
-        for block in net.blocks:
+        for block in units:
             fully_shard(block, mesh=mesh["data_parallel"], **fsdp.kwargs())
         fully_shard(net, mesh=mesh["data_parallel"], **fsdp.kwargs())

@@ -1,9 +1,12 @@
 """Pipeline parallelism: consecutive blocks of the net on different ranks (stages).
 
-Each rank keeps only its stage of the net: its run of blocks, plus the embeddings on the
-first stage and the final layers on the last (:func:`keep_stage`). The parameters keep
-their names, so a pipeline's checkpoints load under any other layout. Every global
-batch is cut into microbatches that flow through the stages as torch's schedule
+Each rank keeps only its stage of the net: its run of blocks, plus the modules before the
+blocks (``model.parallel.pipeline.first``) on the first stage and those after them
+(``.last``) on the last (:func:`keep_stage`). The parameters keep their names, so a
+pipeline's checkpoints load under any other layout. A stage runs the net's own forward,
+unchanged (:class:`StageForward`), which fits any net whose forward runs the blocks one
+after the other, each on the previous one's output, between what comes before and after.
+Every global batch is cut into microbatches that flow through the stages as torch's schedule
 (``torch.distributed.pipelining``: GPipe or 1F1B) orders them; the last stage computes
 the loss of each, and each stage accumulates its own parameters' gradients.
 
@@ -23,16 +26,9 @@ from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
 from torch.distributed.tensor import DTensor
 
-from scaletrain.nets.gpt import GPT
-from scaletrain.nets.mlp import MLP
+from scaletrain.parallel.net_plan import NetPlan
 
 SCHEDULES = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}
-
-# The modules of each net outside its blocks: (on the first stage, on the last stage).
-ENDS: dict[type[nn.Module], tuple[tuple[str, ...], tuple[str, ...]]] = {
-    GPT: (("token_embedding", "position_embedding"), ("norm", "lm_head")),
-    MLP: ((), ("head",)),
-}
 
 
 @dataclass(frozen=True)
@@ -57,61 +53,105 @@ def stage_ranges(
     return [range(start, end) for start, end in zip(starts[:-1], starts[1:], strict=True)]
 
 
-def block_count(net_cfg: dict) -> tuple[str, int] | None:
-    """The setting that sets how many blocks a net config has, and that number."""
-    target = net_cfg.get("_target_", "")
-    if target.endswith("MLP"):
-        return "model.net.hidden_dims", len(net_cfg["hidden_dims"])
-    if target.endswith("GPT"):
-        return "model.net.num_layers", int(net_cfg["num_layers"])
-    return None
-
-
-def split_problems(net_cfg: dict, stages: int, stage_blocks: Sequence[int] | None) -> list[str]:
-    """What keeps a net config from being cut into ``stages`` stages of at least one block
-    (``stage_blocks``: the blocks of each, or None for an even split)."""
-    counted = block_count(net_cfg)
-    if counted is None:
-        return []
-    setting, blocks = counted
+def split_problems(
+    blocks: int, where: str, stages: int, stage_blocks: Sequence[int] | None
+) -> list[str]:
+    """What keeps a net of ``blocks`` blocks (at ``where``) from being cut into ``stages``
+    stages of at least one block (``stage_blocks``: the blocks of each, or None for an
+    even split)."""
     if stage_blocks is None:
         if stages > blocks:
             return [
                 f"strategy.pipeline_parallel_size={stages}: more stages than the net's "
-                f"{blocks} block{'s' * (blocks != 1)} ({setting}); valid: 1 to {blocks}"
+                f"{blocks} block{'s' * (blocks != 1)} ({where}); valid: 1 to {blocks}"
             ]
         return []
     given = list(stage_blocks)
     if len(given) != stages or sum(given) != blocks or min(given) < 1:
         return [
             f"strategy.stage_blocks={given}: must give each of the {stages} stages at least "
-            f"one block, {blocks} in all ({setting}); or null for an even split"
+            f"one block, {blocks} in all ({where}); or null for an even split"
         ]
     return []
 
 
-def pipeline_ends(net: nn.Module) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    for net_type, ends in ENDS.items():
-        if isinstance(net, net_type):
-            return ends
-    raise TypeError(f"{type(net).__name__} has no pipeline split in scaletrain.parallel.pipeline")
+class Relay:
+    """What passes between a stage's forward and the hooks and stand-ins inside the net:
+    the activations received from the previous stage, and this stage's output."""
+
+    received: torch.Tensor | None = None
+    captured: torch.Tensor | None = None
 
 
-def keep_stage(net: nn.Module, mesh: DeviceMesh, options: PipelineOptions) -> None:
+class StandIn(nn.Module):
+    """Takes the place of a module that this stage does not hold, so that the net's own
+    forward runs unchanged: it passes its first argument on, or, in place of a module
+    before the blocks on a later stage, the activations received (whatever it computes
+    there is replaced by them at the stage's first block)."""
+
+    def __init__(self, relay: Relay | None = None) -> None:
+        super().__init__()
+        self.relay = relay
+
+    def forward(self, *args, **kwargs):
+        if self.relay is not None:
+            return self.relay.received
+        return args[0] if args else next(iter(kwargs.values()))
+
+
+def replace_module(net: nn.Module, name: str, module: nn.Module) -> None:
+    parent, _, attribute = name.rpartition(".")
+    setattr(net.get_submodule(parent), attribute, module)
+
+
+def keep_stage(net: nn.Module, plan: NetPlan, mesh: DeviceMesh, options: PipelineOptions) -> Relay:
     """Cut ``net`` in place down to this rank's stage (its coordinate on the pipeline
     ``mesh``): the stage's blocks, the first modules on the first stage, the last ones on
-    the last. The nets' forward skips what a stage does not hold."""
+    the last; every other block or end module is a :class:`StandIn`. Parameters keep
+    their names. Returns the relay that :class:`StageForward` runs the stage with."""
     stage, stages = mesh.get_local_rank(), mesh.size()
-    blocks = stage_ranges(len(net.blocks), stages, options.stage_blocks)[stage]
-    kept = nn.ModuleList()
-    for index in blocks:  # registered under their own index: parameter names unchanged
-        kept.add_module(str(index), net.blocks[index])
-    net.blocks = kept
-    first, last = pipeline_ends(net)
-    for name in first if stage > 0 else ():
-        setattr(net, name, None)
-    for name in last if stage < stages - 1 else ():
-        setattr(net, name, None)
+    container = plan.block_container(net)
+    held = stage_ranges(len(container), stages, options.stage_blocks)[stage]
+    relay = Relay()
+    for index in range(len(container)):
+        if index not in held:
+            container[index] = StandIn()
+    for name in plan.first if stage > 0 else ():
+        replace_module(net, name, StandIn(relay))
+    for name in plan.last if stage < stages - 1 else ():
+        replace_module(net, name, StandIn())
+    return relay
+
+
+class StageForward(nn.Module):
+    """One stage of the net, run by the net's own forward on the original inputs (every
+    stage receives them) with the stage's stand-ins: the activations received enter its
+    first block in place of what the stand-ins before it computed, and, before the last
+    stage, its output is its last block's output."""
+
+    def __init__(self, net: nn.Module, plan: NetPlan, relay: Relay, held: range, last: bool):
+        super().__init__()
+        self.net, self.relay, self.is_last = net, relay, last
+        container = plan.block_container(net)
+        if held.start > 0:
+            # prepended: the activations are in place before FSDP2's hook sees the input
+            container[held.start].register_forward_pre_hook(self._receive, prepend=True)
+        if not last:
+            container[held.stop - 1].register_forward_hook(self._capture)
+
+    def _receive(self, module: nn.Module, args: tuple) -> tuple:
+        return (self.relay.received, *args[1:])
+
+    def _capture(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
+        self.relay.captured = output
+
+    def forward(self, *received: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        self.relay.received = received[0] if received else None
+        output = self.net(inputs)
+        if not self.is_last:
+            output = self.relay.captured
+        self.relay.received = self.relay.captured = None
+        return output
 
 
 class Pipeline:
@@ -125,6 +165,8 @@ class Pipeline:
     def __init__(
         self,
         net: nn.Module,
+        plan: NetPlan,
+        relay: Relay,
         mesh: DeviceMesh,
         device: torch.device,
         options: PipelineOptions,
@@ -132,10 +174,12 @@ class Pipeline:
         accumulation: int = 1,
     ) -> None:
         self.group = mesh.get_group()
+        stage, stages = mesh.get_local_rank(), mesh.size()
+        held = stage_ranges(len(plan.block_container(net)), stages, options.stage_blocks)[stage]
         self.stage = PipelineStage(
-            net,
-            stage_index=mesh.get_local_rank(),
-            num_stages=mesh.size(),
+            StageForward(net, plan, relay, held, last=stage == stages - 1),
+            stage_index=stage,
+            num_stages=stages,
             device=device,
             group=self.group,
         )
@@ -158,9 +202,6 @@ class Pipeline:
         dist.all_reduce(summed, group=self.group)
         return summed.tolist()
 
-    def _inputs(self, inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        return (inputs,) if self.stage.is_first else ()
-
     def _target(self, targets: torch.Tensor) -> torch.Tensor | None:
         return targets if self.stage.is_last else None
 
@@ -168,7 +209,7 @@ class Pipeline:
         """Forward and backward of one batch through every stage; the batch's mean loss,
         known to every stage."""
         losses: list[torch.Tensor] = []
-        self.schedule.step(*self._inputs(inputs), target=self._target(targets), losses=losses)
+        self.schedule.step(target=self._target(targets), losses=losses, inputs=inputs)
         loss = torch.zeros((), device=self.stage.device)
         if self.stage.is_last:
             # the mean of the microbatches' mean losses (each divided by the scale)
@@ -180,7 +221,7 @@ class Pipeline:
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor | None:
         """The net's output for ``inputs`` on the last stage (None on the others). The
         schedules compute the loss of every microbatch even here: hence the ``targets``."""
-        return self.schedule.eval(*self._inputs(inputs), target=self._target(targets))
+        return self.schedule.eval(target=self._target(targets), inputs=inputs)
 
 
 def name_every_stage_parameter(optimizer_state: dict, mesh: DeviceMesh) -> dict:
