@@ -30,6 +30,7 @@ def build_net(config: dict, seed: int, empty: bool) -> tuple[Any, dict]:
     net is sharded. A parameter that no rule covers and its module cannot reset keeps its
     constructor's value: such a net is built whole (said once)."""
     if empty:
+        random_state = torch.get_rng_state()  # a whole build below draws as if first
         with parameters_on_meta():
             net = instantiate(config)
         strays = [name for name in uncovered(net) if not resettable(net, name)]
@@ -43,6 +44,7 @@ def build_net(config: dict, seed: int, empty: bool) -> tuple[Any, dict]:
                 type(net).__name__,
                 ", ".join(strays),
             )
+        torch.set_rng_state(random_state)
     net = instantiate(config)
     return initialize(net, seed), {}
 
