@@ -10,18 +10,28 @@ Training drops the remainder of an epoch (fewer than ``global_batch_size`` sampl
 different ones every epoch because of the reshuffle) so that every rank runs the same
 number of full steps. Evaluation keeps every sample exactly once: the last global
 batch is padded with the index ``-1``, which datasets turn into an ignored target.
+
+The sampler is a ``DistributedSampler`` because Lightning (``use_distributed_sampler``,
+as its documentation says) gives every loader of a distributed run that has none one of
+its own over the data-parallel ranks, which is what distributes a user's plain data
+module, and leaves a loader that has one as it is: these, already sharded.
 """
 
 from collections.abc import Iterator
 
 import torch
-from torch.utils.data import Sampler
+from torch.utils.data import DistributedSampler
 
 from scaletrain.conventions import PAD_INDEX
 
 
-class GlobalBatchSampler(Sampler[list[int]]):
-    """Yields this rank's slice of every global batch, as a list of sample indices."""
+class GlobalBatchSampler(DistributedSampler[list[int]]):
+    """Yields this rank's slice of every global batch, as a list of sample indices.
+
+    ``DistributedSampler``'s attributes keep its meaning: ``dataset`` (only its length is
+    read), ``num_samples`` (indices this rank yields per epoch, padding included) and
+    ``total_size`` (those of all ranks); ``len()`` counts batches.
+    """
 
     def __init__(
         self,
@@ -38,15 +48,11 @@ class GlobalBatchSampler(Sampler[list[int]]):
                 f"data.batch_size={global_batch_size} must be divisible by the data-parallel "
                 f"size {num_replicas}"
             )
-        self.num_samples = num_samples
+        super().__init__(range(num_samples), num_replicas, rank, shuffle, seed, drop_last)
         self.global_batch_size = global_batch_size
         self.local_batch_size = global_batch_size // num_replicas
-        self.num_replicas = num_replicas
-        self.rank = rank
-        self.shuffle = shuffle
-        self.drop_last = drop_last
-        self.seed = seed
-        self.epoch = 0
+        self.num_samples = len(self) * self.local_batch_size
+        self.total_size = len(self) * global_batch_size
         # Batches of the current epoch already trained on, restored by a mid-epoch resume.
         self.skip_batches = 0
 
@@ -58,20 +64,19 @@ class GlobalBatchSampler(Sampler[list[int]]):
 
     def __len__(self) -> int:
         if self.drop_last:
-            return self.num_samples // self.global_batch_size
-        return -(-self.num_samples // self.global_batch_size)
+            return len(self.dataset) // self.global_batch_size
+        return -(-len(self.dataset) // self.global_batch_size)
 
     def global_order(self) -> torch.Tensor:
         """All indices of this epoch in global order, padded or truncated to full batches."""
         if self.shuffle:
             generator = torch.Generator().manual_seed(self.seed + self.epoch)
-            order = torch.randperm(self.num_samples, generator=generator)
+            order = torch.randperm(len(self.dataset), generator=generator)
         else:
-            order = torch.arange(self.num_samples)
-        total = len(self) * self.global_batch_size
-        if total <= self.num_samples:
-            return order[:total]
-        padding = torch.full((total - self.num_samples,), PAD_INDEX, dtype=order.dtype)
+            order = torch.arange(len(self.dataset))
+        if self.total_size <= len(self.dataset):
+            return order[: self.total_size]
+        padding = torch.full((self.total_size - len(self.dataset),), PAD_INDEX, dtype=order.dtype)
         return torch.cat([order, padding])
 
     def __iter__(self) -> Iterator[list[int]]:
