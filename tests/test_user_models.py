@@ -270,3 +270,20 @@ def test_the_hugging_face_model_generates(single_runs):
     assert run.returncode == 0, run.stderr
     # 20 bytes after the prompt: a model trained 6 steps writes no Python yet
     assert run.stdout.encode().startswith(b"def ") and len(run.stdout.encode()) > 20
+
+
+@pytest.mark.slow
+def test_a_net_whose_forward_steps_between_blocks_is_refused_by_the_pipeline(tmp_path):
+    run = run_cli(
+        "train",
+        tmp_path / "run",
+        *USER_NET,
+        "model.net._target_=tests.user_nets.OuterResidual",
+        "+model.parallel.pipeline={first: [embed], last: [head]}",
+        *PIPELINE,
+        "trainer.max_steps=1",
+    )
+    assert run.returncode != 0
+    assert "OuterResidual.forward does not pass each block's output straight to the next" in (
+        run.output
+    )

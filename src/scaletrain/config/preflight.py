@@ -17,6 +17,7 @@ from omegaconf.errors import (
 from scaletrain import compat
 from scaletrain.config.build import lightning_objection, unwrap_instantiation
 from scaletrain.config.settings import render, type_problems
+from scaletrain.data.base import ShardedDataModule
 from scaletrain.parallel.layout import ParallelLayout, accelerator_type, world_size
 from scaletrain.parallel.net_plan import NetPlan
 from scaletrain.parallel.pipeline import SCHEDULES, split_problems
@@ -134,6 +135,17 @@ def quiet_lightning() -> Iterator[None]:
         logger.setLevel(level)
 
 
+def global_batch_size(cfg: DictConfig) -> object:
+    """``data.batch_size`` where it is the global batch, split over the data-parallel ranks
+    (scaletrain's data modules); None for a data module of the user's, whose loaders
+    Lightning's DistributedSampler distributes, each rank taking its own batches."""
+    try:
+        sharded = issubclass(get_class(cfg.data._target_), ShardedDataModule)
+    except Exception:  # no such target: instantiate reports that
+        return None
+    return resolved(cfg, "data.batch_size") if sharded else None
+
+
 def check_trainer(cfg: DictConfig) -> tuple[list[str], ParallelLayout | None]:
     """What Lightning's Trainer refuses among its arguments (devices, accelerator, precision
     and the rest), found by building it without callbacks or loggers, which starts no
@@ -142,7 +154,7 @@ def check_trainer(cfg: DictConfig) -> tuple[list[str], ParallelLayout | None]:
         layout = ParallelLayout.of(cfg.strategy, world_size(cfg.trainer))
         problems = layout.problems(
             cfg.strategy.name,
-            resolved(cfg, "data.batch_size"),
+            global_batch_size(cfg),
             devices=f"trainer.devices={render(cfg.trainer.devices)}",
         )
         strategy = "auto" if problems else build_strategy(cfg.strategy, layout)[0]

@@ -77,10 +77,12 @@ def split_problems(
 
 class Relay:
     """What passes between a stage's forward and the hooks and stand-ins inside the net:
-    the activations received from the previous stage, and this stage's output."""
+    the activations received from the previous stage, this stage's output, and what the
+    net passed on to the block after the stage."""
 
     received: torch.Tensor | None = None
     captured: torch.Tensor | None = None
+    passed_on: torch.Tensor | None = None
 
 
 class StandIn(nn.Module):
@@ -138,6 +140,8 @@ class StageForward(nn.Module):
             container[held.start].register_forward_pre_hook(self._receive, prepend=True)
         if not last:
             container[held.stop - 1].register_forward_hook(self._capture)
+            container[held.stop].register_forward_pre_hook(self._pass_on)
+        self.net_name = type(net).__name__
 
     def _receive(self, module: nn.Module, args: tuple) -> tuple:
         return (self.relay.received, *args[1:])
@@ -145,12 +149,22 @@ class StageForward(nn.Module):
     def _capture(self, module: nn.Module, args: tuple, output: torch.Tensor) -> None:
         self.relay.captured = output
 
+    def _pass_on(self, module: nn.Module, args: tuple) -> None:
+        self.relay.passed_on = args[0] if args else None
+
     def forward(self, *received: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         self.relay.received = received[0] if received else None
         output = self.net(inputs)
         if not self.is_last:
             output = self.relay.captured
-        self.relay.received = self.relay.captured = None
+            if self.relay.passed_on is not output:
+                # a stage's output must be all the next block needs, or stages would differ
+                raise ValueError(
+                    f"strategy=pipeline: {self.net_name}.forward does not pass each block's "
+                    "output straight to the next block (x = block(x)); keep residual "
+                    "connections and other steps between blocks inside the blocks"
+                )
+        self.relay.received = self.relay.captured = self.relay.passed_on = None
         return output
 
 
