@@ -234,7 +234,7 @@ def test_a_plain_net_starts_from_the_single_process_weights_when_sharded(tmp_pat
     assert sharded.keys() == single.keys()
     for name, tensor in single.items():
         assert torch.equal(sharded[name], tensor), name
-    assert 0.5 <= single["scale.weight"].min() and single["scale.weight"].max() <= 1.5
+    assert single["scale.weight"].min() >= 0.5 and single["scale.weight"].max() <= 1.5
 
 
 @pytest.mark.slow

@@ -102,11 +102,16 @@ def check_values(cfg: DictConfig, skip: set[str]) -> list[str]:
 def check_monitor(cfg: DictConfig) -> list[str]:
     """The metric that picks the best checkpoint (and stops early, and is optimized by
     sweeps) is one the model logs."""
+    monitor = OmegaConf.select(cfg, "monitor.metric")
+    if monitor is None:
+        return [
+            "monitor.metric is not set: a model's config names the validation metric that "
+            "picks the best checkpoint, e.g. monitor: {metric: val/loss, mode: min}"
+        ]
     try:
         logged = get_class(cfg.model._target_).LOGGED_METRICS
     except Exception:  # a model class of the user's that does not declare its metrics
         return []
-    monitor = OmegaConf.select(cfg, "monitor.metric")
     settings = [("monitor.metric", monitor)]
     for name, callback in (cfg.get("callbacks") or {}).items():
         if isinstance(callback, DictConfig) and callback.get("monitor") not in (None, monitor):

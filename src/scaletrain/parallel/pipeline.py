@@ -26,6 +26,7 @@ from torch.distributed.device_mesh import DeviceMesh
 from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
 from torch.distributed.tensor import DTensor
 
+from scaletrain.conventions import IGNORE_INDEX
 from scaletrain.parallel.net_plan import NetPlan
 
 SCHEDULES = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}
@@ -197,17 +198,47 @@ class Pipeline:
             device=device,
             group=self.group,
         )
-        self.accumulation = accumulation
-        scale = options.microbatches * accumulation
-        # The gradient of the batch is that of its mean loss: each microbatch's loss is
-        # divided here, rather than every gradient after the step (the schedule's
-        # scale_grads, which would also divide what earlier batches accumulated).
+        self.loss, self.accumulation = loss, accumulation
+        self.microbatches = options.microbatches
+        # Every batch is padded to the rows of the first (the stages' buffers have its
+        # microbatches' shapes), with targets that count in no loss.
+        self.rows: int | None = None
+        self.real_targets = 1  # in the batch being run
         self.schedule = SCHEDULES[options.schedule](
             self.stage,
             n_microbatches=options.microbatches,
-            loss_fn=lambda output, target: loss(output, target) / scale,
+            loss_fn=self._microbatch_loss,
+            # the loss is scaled here, rather than every gradient after the step (which
+            # would also divide what earlier batches accumulated)
             scale_grads=False,
         )
+
+    def _microbatch_loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        """This microbatch's share of the batch's mean loss over its real targets, so that
+        the gradient is that of the batch's mean loss however its targets fall into
+        microbatches; a microbatch of padding alone adds nothing."""
+        real = (target != IGNORE_INDEX).sum()
+        if not real:
+            return output.sum() * 0
+        return self.loss(output, target) * (real / self.real_targets) / self.accumulation
+
+    def _padded(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``inputs`` and ``targets`` padded to :attr:`rows` (the last input repeated, the
+        targets ignored), and the number of real targets."""
+        if self.rows is None:
+            self.rows = -(-len(inputs) // self.microbatches) * self.microbatches
+        missing = self.rows - len(inputs)
+        if missing < 0:
+            raise ValueError(
+                f"strategy=pipeline: a batch of {len(inputs)} samples on this rank, more than "
+                f"the first one's {self.rows}; give every training batch the same size"
+            )
+        self.real_targets = int((targets != IGNORE_INDEX).sum())
+        if missing:
+            inputs = torch.cat([inputs, inputs[-1:].expand(missing, *inputs.shape[1:])])
+            pad = targets.new_full((missing, *targets.shape[1:]), IGNORE_INDEX)
+            targets = torch.cat([targets, pad])
+        return inputs, targets
 
     def sum_over_stages(self, *values: float) -> list[float]:
         """Each of ``values`` summed over the stages (a collective: every stage calls it;
@@ -223,19 +254,28 @@ class Pipeline:
         """Forward and backward of one batch through every stage; the batch's mean loss,
         known to every stage."""
         losses: list[torch.Tensor] = []
+        inputs, targets = self._padded(inputs, targets)
         self.schedule.step(target=self._target(targets), losses=losses, inputs=inputs)
         loss = torch.zeros((), device=self.stage.device)
         if self.stage.is_last:
-            # the mean of the microbatches' mean losses (each divided by the scale)
+            # the shares of the batch's mean loss (each divided by the accumulation)
             loss = torch.stack([part.detach() for part in losses]).sum() * self.accumulation
         dist.all_reduce(loss, group=self.group)  # from the last stage, the others hold 0
         return loss
 
     @torch.no_grad()
     def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor | None:
-        """The net's output for ``inputs`` on the last stage (None on the others). The
-        schedules compute the loss of every microbatch even here: hence the ``targets``."""
-        return self.schedule.eval(target=self._target(targets), inputs=inputs)
+        """The net's output for ``inputs`` on the last stage (None on the others), run in
+        pieces of the training batch's rows. The schedules compute the loss of every
+        microbatch even here: hence the ``targets``."""
+        rows = self.rows or -(-len(inputs) // self.microbatches) * self.microbatches
+        outputs = []
+        for start in range(0, len(inputs), rows):
+            piece = inputs[start : start + rows]
+            padded, padded_targets = self._padded(piece, targets[start : start + rows])
+            output = self.schedule.eval(target=self._target(padded_targets), inputs=padded)
+            outputs.append(None if output is None else output[: len(piece)])
+        return None if outputs[0] is None else torch.cat(outputs)
 
 
 def name_every_stage_parameter(optimizer_state: dict, mesh: DeviceMesh) -> dict:

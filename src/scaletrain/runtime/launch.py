@@ -58,6 +58,8 @@ def job_rank_command(module: str, local_rank: int) -> tuple[list[str], str]:
     # local rank is the global rank
     log_name = rank_log_name(HydraConfig.get().job.name, rank=local_rank, node=node_rank())
     command = [sys.executable, "-m", module, *job_overrides()]
+    # the user's config folders, where the job's configs may come from
+    command += [o for o in HydraConfig.get().overrides.hydra if o.startswith("hydra.searchpath=")]
     command += [
         f'hydra.run.dir="{output_dir}"',
         # one run, even where the job came from a sweep config (hparams_search sets MULTIRUN)
