@@ -229,6 +229,21 @@ def final_weights(run) -> dict[str, torch.Tensor]:
     return torch.load(last, weights_only=False)["state_dict"]
 
 
+def assert_same_training(run, reference) -> None:
+    """Every step's loss and the final weights within the tolerance of ``reference``'s."""
+    losses, reference_losses = step_losses(run), step_losses(reference)
+    assert len(losses) == len(reference_losses) == PARITY_STEPS
+    for step, (loss, expected) in enumerate(zip(losses, reference_losses, strict=True)):
+        assert abs(loss - expected) <= TOLERANCE, f"step {step}: {loss} vs {expected}"
+    weights, reference_weights = final_weights(run), final_weights(reference)
+    assert weights.keys() == reference_weights.keys()  # every stage's, by their own names
+    for name, expected in reference_weights.items():
+        difference = (weights[name] - expected).abs().max().item()
+        assert difference <= TOLERANCE, f"{name}: max difference {difference}"
+    # training moved the loss far more than the tolerance: the comparison is not vacuous
+    assert abs(reference_losses[0] - reference_losses[-1]) > 1000 * TOLERANCE
+
+
 def scalars(run, tag: str) -> list[float]:
     events = EventAccumulator(str(event_dir(run.run_dir)))
     events.Reload()

@@ -11,6 +11,7 @@ from tests.helpers import (
     PARITY_MODELS,
     PARITY_STEPS,
     TOLERANCE,
+    assert_same_training,
     final_weights,
     parity_run,
     run_here,
@@ -44,21 +45,6 @@ def single_runs(tmp_path_factory):
     return {
         model: parity_run(root, model, *overrides, here=True) for model, overrides in MODELS.items()
     }
-
-
-def assert_same_training(run, reference) -> None:
-    """Every step's loss and the final weights within the tolerance of ``reference``'s."""
-    losses, reference_losses = step_losses(run), step_losses(reference)
-    assert len(losses) == len(reference_losses) == PARITY_STEPS
-    for step, (loss, expected) in enumerate(zip(losses, reference_losses, strict=True)):
-        assert abs(loss - expected) <= TOLERANCE, f"step {step}: {loss} vs {expected}"
-    weights, reference_weights = final_weights(run), final_weights(reference)
-    assert weights.keys() == reference_weights.keys()  # every stage's, by their own names
-    for name, expected in reference_weights.items():
-        difference = (weights[name] - expected).abs().max().item()
-        assert difference <= TOLERANCE, f"{name}: max difference {difference}"
-    # training moved the loss far more than the tolerance: the comparison is not vacuous
-    assert abs(reference_losses[0] - reference_losses[-1]) > 1000 * TOLERANCE
 
 
 # Every layout with both schedules for the GPT; the MLP on 2 stages (its layers are

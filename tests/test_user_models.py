@@ -15,12 +15,10 @@ from scaletrain.nets.hf import MISSING
 from tests.helpers import (
     CLI_ENV,
     PARITY_STRATEGIES,
-    TOLERANCE,
+    assert_same_training,
     compose_train,
-    final_weights,
     parity_run,
     run_cli,
-    step_losses,
 )
 
 # The user's net in place of the MLP: its own target, the MLP's keys and plan removed.
@@ -56,20 +54,6 @@ LAYOUTS = {
     **PARITY_STRATEGIES,
     "pipeline": PIPELINE,
 }
-
-
-def assert_same_training(run, reference) -> None:
-    """Every step's loss and the weights after the last within the tolerance."""
-    losses, expected_losses = step_losses(run), step_losses(reference)
-    assert len(losses) == len(expected_losses) > 1
-    for step, (loss, expected) in enumerate(zip(losses, expected_losses, strict=True)):
-        assert abs(loss - expected) <= TOLERANCE, f"step {step}: {loss} vs {expected}"
-    weights, expected_weights = final_weights(run), final_weights(reference)
-    assert weights.keys() == expected_weights.keys()
-    for name, expected in expected_weights.items():
-        difference = (weights[name] - expected).abs().max().item()
-        assert difference <= TOLERANCE, f"{name}: max difference {difference}"
-    assert abs(expected_losses[0] - expected_losses[-1]) > 1000 * TOLERANCE
 
 
 def saved_initial_weights(tmp_path, name: str, *overrides: str) -> dict[str, torch.Tensor]:
