@@ -9,6 +9,7 @@ import inspect
 from pathlib import Path
 
 import lightning.pytorch.strategies.launchers.subprocess_script as subprocess_script
+import pytest
 import torch
 from lightning.pytorch.loops.progress import _BatchProgress
 from lightning.pytorch.strategies import ModelParallelStrategy
@@ -89,6 +90,22 @@ def test_parallelize_module_still_calls_the_styles_private_apply():
         "parallelize_module no longer calls ParallelStyle._apply: see "
         "scaletrain.compat.CustomParallelStyle"
     )
+
+
+def test_transformers_models_still_carry_their_parallel_plans():
+    transformers = pytest.importorskip("transformers")
+    config = transformers.LlamaConfig(
+        vocab_size=16, hidden_size=8, intermediate_size=16, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=1,
+    )  # fmt: skip
+    with torch.device("meta"):
+        model = transformers.AutoModelForCausalLM.from_config(config)
+    tensor_parallel, pipeline = compat.hf_parallel_plans(model)
+    assert tensor_parallel["model.layers.*.self_attn.q_proj"] == "colwise", (
+        "a transformers model's _tp_plan has moved: model=hf_causal_lm would have no "
+        "tensor-parallel plan; see compat.hf_parallel_plans"
+    )
+    assert {"model.embed_tokens", "model.layers", "model.norm", "lm_head"} <= set(pipeline)
 
 
 def test_omegaconf_nodes_are_still_read_unresolved():

@@ -103,17 +103,13 @@ class ScaleModule(L.LightningModule):
         self.net_plan = NetPlan.of(self.net, self.hparams.parallel)
         strays = uncovered(self.net)
         if strays and is_global_rank_zero():
-            reset = [name for name in strays if resettable(self.net, name)]
-            kept = [name for name in strays if name not in reset]
             log.info(
-                "no initialization rule covers %s: %s (the same in every layout)",
+                "%s: no initialization rule covers %s; set by %s own reset_parameters() "
+                "where it has one, else as the constructor made %s (the same in every layout)",
+                type(self.net).__name__,
                 ", ".join(strays),
-                "; ".join(
-                    [
-                        *([f"{', '.join(reset)} by reset_parameters()"] if reset else []),
-                        *([f"{', '.join(kept)} as the constructor made it"] if kept else []),
-                    ]
-                ),
+                "its module's" if len(strays) == 1 else "their modules'",
+                "it" if len(strays) == 1 else "them",
             )
         # One metric object per stage: torchmetrics state must not mix val and test.
         self.val_loss, self.test_loss = MeanMetric(), MeanMetric()
