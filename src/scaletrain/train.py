@@ -9,6 +9,7 @@ import logging
 from pathlib import Path
 
 import hydra
+import lightning as L
 from omegaconf import DictConfig, OmegaConf
 
 from scaletrain.callbacks.checkpoints import best_checkpoint, metrics_since_start
@@ -20,6 +21,21 @@ from scaletrain.reporting.metrics import collect_metrics, training_summary
 from scaletrain.reporting.record import RunRecord, resume_command
 
 log = logging.getLogger("scaletrain")
+
+
+def say_early_stop(trainer: L.Trainer) -> None:
+    """One line where early stopping ended training."""
+    for callback in trainer.early_stopping_callbacks:
+        if callback.stopped_epoch and trainer.is_global_zero:
+            log.info(
+                "early stopping: %s did not improve for %d validations; stopped at epoch %d, "
+                "step %d (best %.4g)",
+                callback.monitor,
+                callback.wait_count,
+                trainer.current_epoch,
+                trainer.global_step,
+                callback.best_score.item(),
+            )
 
 
 def train(cfg: DictConfig, record: RunRecord) -> dict[str, float]:
@@ -40,6 +56,7 @@ def train(cfg: DictConfig, record: RunRecord) -> dict[str, float]:
         # weights_only: a checkpoint holds tensors and plain containers, never code to run
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         fit_metrics = metrics_since_start(trainer)
+        say_early_stop(trainer)
     test_metrics = {}
     if cfg.test:
         best_callback = best_checkpoint(trainer)

@@ -11,6 +11,7 @@ from lightning.pytorch.utilities.exceptions import MisconfigurationException
 from omegaconf import DictConfig
 
 from scaletrain.callbacks.checkpoints import checkpoint_order
+from scaletrain.callbacks.training_length import TrainingLength
 from scaletrain.checkpoint.atomic import AtomicCheckpointIO
 from scaletrain.errors import ConfigError
 from scaletrain.models.base import ScaleModule
@@ -72,7 +73,8 @@ def build_trainer(cfg: DictConfig, model: ScaleModule) -> L.Trainer:
         raise lightning_objection(error) from None
     strategy, model.fsdp_options = build_strategy(cfg.strategy, layout)
     model.pipeline_options = pipeline_options(cfg.strategy)
-    callbacks = checkpoint_order(instantiate_group(cfg.get("callbacks")))
+    # the length check is no option: a run whose settings it corrects would not start
+    callbacks = [*checkpoint_order(instantiate_group(cfg.get("callbacks"))), TrainingLength()]
     loggers = instantiate_group(cfg.get("logger")) or False
     try:
         return instantiate(
