@@ -1,5 +1,7 @@
 """The default run end to end: accuracy, run directory, TensorBoard, eval, resume."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -9,8 +11,19 @@ from lightning.pytorch.callbacks import ModelCheckpoint
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
-from scaletrain.reporting.tensorboard import event_dir
-from tests.helpers import run_cli
+from scaletrain.reporting.tensorboard import MAX_NAME, event_dir
+from tests.helpers import CLI_ENV, QUIET, run_cli
+
+# A GPT that trains in seconds, on the text data.
+GPT_TINY = [
+    "experiment=gpt_text",
+    "data.max_bytes=50000",
+    "data.context_length=32",
+    "model.net.dim=32",
+    "model.net.num_layers=1",
+    "trainer.limit_val_batches=2",
+    "trainer.limit_test_batches=2",
+]
 
 pytestmark = pytest.mark.slow  # starts training runs as subprocesses
 
@@ -199,3 +212,25 @@ def test_mid_epoch_resume_continues_with_the_next_batch_of_the_epoch(train_here)
     for step, loss in after.items():
         assert loss == reference[step], f"step {step}"
     assert resumed.metrics["metrics"]["val/loss"] == straight.metrics["metrics"]["val/loss"]
+
+
+def shortened(name: str) -> str:
+    return name if len(name) <= MAX_NAME else name[: MAX_NAME - 3] + "..."
+
+
+def test_an_eval_has_its_own_folder_and_the_name_and_settings_of_the_run_it_tests(tmp_path):
+    trained = run_cli("train", tmp_path / "gpt", *GPT_TINY, "trainer.max_steps=2", "test=false")
+    assert trained.returncode == 0, trained.output
+    evaluated = subprocess.run(
+        [sys.executable, "-m", "scaletrain.eval", f"paths.root_dir={tmp_path}", *QUIET,
+         f"ckpt_path={trained.run_dir}/checkpoints/last.ckpt"],
+        cwd=tmp_path, env=CLI_ENV, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert evaluated.returncode == 0, evaluated.stdout + evaluated.stderr
+    assert "Be aware" not in evaluated.stderr  # Lightning's warning about callbacks: quiet
+    (eval_dir,) = (tmp_path / "outputs" / "evals").iterdir()
+    assert event_dir(eval_dir).name == shortened(f"eval-{event_dir(trained.run_dir).name}")
+    content = events(eval_dir).PluginTagToContent("hparams")
+    start = HParamsPluginData.FromString(content["_hparams_/session_start_info"])
+    hparams = start.session_start_info.hparams
+    assert (hparams["model"].string_value, hparams["data"].string_value) == ("gpt", "text")

@@ -51,6 +51,15 @@ def recorded_config(run_dir: Path) -> DictConfig | None:
     return OmegaConf.load(attempts[-1] / "config.yaml") if attempts else None
 
 
+def recorded_choices(run_dir: Path) -> dict[str, str | None]:
+    """The config group options of the first attempt (``model: gpt``), if recorded."""
+    attempts = attempt_dirs(run_dir)
+    if not attempts or not (attempts[0] / "hydra.yaml").is_file():
+        return {}
+    hydra = yaml.safe_load((attempts[0] / "hydra.yaml").read_text()).get("hydra", {})
+    return dict((hydra.get("runtime") or {}).get("choices") or {})
+
+
 def resume_command(run_dir: Path | str) -> str:
     """The command that continues the run in ``run_dir`` where it stopped."""
     return f"python -m scaletrain.train resume={run_dir}"

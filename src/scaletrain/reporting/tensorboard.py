@@ -28,7 +28,7 @@ from torch.utils.tensorboard.summary import hparams
 from torch.utils.tensorboard.writer import FileWriter
 
 from scaletrain.parallel.layout import world_size
-from scaletrain.reporting.record import recorded_overrides
+from scaletrain.reporting.record import recorded_choices, recorded_overrides
 
 # Overrides that do not change what a run computes, left out of its name and settings.
 NOT_SETTINGS = (
@@ -69,17 +69,38 @@ def first_overrides() -> list[str]:
     return recorded if recorded is not None else list(HydraConfig.get().overrides.task)
 
 
+def evaluated_run() -> Path | None:
+    """For an eval job, the directory of the training run whose checkpoint it tests."""
+    if HydraConfig.get().job.name != "eval":
+        return None
+    for key, value in map(parse_override, HydraConfig.get().overrides.task):
+        if key == "ckpt_path":
+            checkpoint = Path(value).resolve()
+            return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else None
+    return None
+
+
+def group_choices() -> dict[str, str | None]:
+    """The run's model, data and experiment options (an eval's: its training run's)."""
+    evaluated = evaluated_run()
+    recorded = recorded_choices(evaluated) if evaluated else {}
+    return recorded or dict(HydraConfig.get().runtime.choices)
+
+
 def run_name() -> str:
     """``gpt_text,lr=3e-3,strategy=ddp``: the experiment (or ``<model>-<data>``), then the
     settings the first attempt's command line changed, by their shortest unique key
     (``run`` for a config composed outside a Hydra job, as tests and benchmarks do)."""
     if not HydraConfig.initialized():
         return "run"
-    hydra = HydraConfig.get()
-    choices = hydra.runtime.choices
+    choices = group_choices()
     experiment = choices.get("experiment")
     prefix = experiment or f"{choices.get('model')}-{choices.get('data')}"
-    if hydra.job.name == "eval":
+    evaluated = evaluated_run()
+    if evaluated is not None:  # named after the run it evaluates, as TensorBoard lists it
+        trained = [path.name for path in (evaluated / "tensorboard").glob("*") if path.is_dir()]
+        prefix = f"eval-{trained[0] if len(trained) == 1 else prefix}"
+    elif HydraConfig.get().job.name == "eval":
         prefix = f"eval-{prefix}"
     pairs = [(k, v) for k, v in setting_overrides(first_overrides()) if k not in NAMED_GROUPS]
     last_parts = [key.rsplit(".", 1)[-1] for key, _ in pairs]
@@ -93,7 +114,7 @@ def run_name() -> str:
 
 def run_settings(cfg: DictConfig) -> dict[str, Any]:
     """The settings the HPARAMS tab shows for this run, as TensorBoard-friendly values."""
-    choices = HydraConfig.get().runtime.choices
+    choices = group_choices()
     settings: dict[str, Any] = {
         "model": choices.get("model"),
         "data": choices.get("data"),

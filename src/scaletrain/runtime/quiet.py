@@ -70,6 +70,12 @@ HARMLESS_WARNINGS: tuple[tuple[str, type[Warning], str], ...] = (
         "the logits are never modified in place",
     ),
     (
+        r"Be aware that when using `ckpt_path`, callbacks used to create the checkpoint",
+        UserWarning,
+        "testing a checkpoint reads its weights; the callbacks' state matters only to a "
+        "resumed fit, which has the same callbacks",
+    ),
+    (
         r"Checkpoint directory .* exists and is not empty",
         UserWarning,
         "a resumed run writes into its own checkpoint directory on purpose",
