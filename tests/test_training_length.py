@@ -5,6 +5,10 @@ epoch limit reaches first (the run would stop early without a word)."""
 import json
 import logging
 
+import pytest
+
+from tests.helpers import run_cli
+
 
 def test_an_interval_longer_than_an_epoch_validates_every_epoch_and_says_so(train_here, caplog):
     caplog.set_level(logging.WARNING, logger="scaletrain")
@@ -46,3 +50,11 @@ def test_early_stopping_keeps_the_default_callbacks_and_says_when_it_stops(train
     assert summary["best_score"] is not None
     (line,) = [r.getMessage() for r in caplog.records if r.getMessage().startswith("early stop")]
     assert line.startswith("early stopping: val/acc did not improve for 2 validations; stopped")
+
+
+@pytest.mark.slow  # the command line, whose warnings go to stderr
+@pytest.mark.parametrize("debug", ["limit", "overfit"])
+def test_the_debug_configs_run_without_a_warning(tmp_path, debug):
+    run = run_cli("train", tmp_path / debug, f"debug={debug}", "trainer.max_epochs=2")
+    assert run.returncode == 0, run.output
+    assert run.stderr == ""
