@@ -34,6 +34,7 @@ from scaletrain.data.mnist import MNISTFilesMissing
 from scaletrain.errors import ConfigError
 from scaletrain.models.base import ScaleModule
 from scaletrain.parallel.layout import SHARDED
+from scaletrain.reporting.config_tree import print_config
 from scaletrain.reporting.metrics import METRICS_FILE, write_json
 from scaletrain.reporting.record import RunRecord
 from scaletrain.reporting.tensorboard import end_session, start_session
@@ -51,7 +52,10 @@ USER_ERRORS = (MNISTFilesMissing, IDXFormatError, NonFiniteLoss)
 
 
 def preflight(cfg: DictConfig) -> None:
-    """Raise a :class:`ConfigError` with every problem of ``cfg``, if it has any."""
+    """Print the config where ``print_config`` asks; raise a :class:`ConfigError` with
+    every problem of ``cfg``, if it has any."""
+    if cfg.get("print_config") and is_global_rank_zero():
+        print_config(cfg)
     problems = validate(cfg)
     if problems:
         raise ConfigError(problems)
