@@ -40,7 +40,7 @@ from scaletrain.reporting.record import RunRecord
 from scaletrain.reporting.tensorboard import end_session, start_session
 from scaletrain.runtime.launch import job_overrides, job_processes, wait_for_started_ranks
 from scaletrain.runtime.memory import mark_baseline
-from scaletrain.runtime.quiet import FILE_ONLY
+from scaletrain.runtime.quiet import FILE_ONLY, set_verbosity
 from scaletrain.runtime.ranks import is_global_rank_zero, local_rank
 from scaletrain.runtime.signals import EXIT_STATUS, Preempted
 
@@ -164,6 +164,8 @@ def command_line(
     or key is reported before Hydra starts (Hydra stops at the first)."""
 
     def run() -> None:
+        # before Hydra starts: a sweeper speaks before the first job sets this per job
+        set_verbosity("verbose=true" in sys.argv[1:])
         if expand is not None:
             sys.argv[1:] = expand(sys.argv[1:])
         sys.argv[1:] = check_command_line(config_name, sys.argv[1:], report=local_rank() == 0)

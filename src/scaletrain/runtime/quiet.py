@@ -38,6 +38,9 @@ HARMLESS_LOG_MESSAGES: dict[str, tuple[tuple[str, str], ...]] = {
             "a cluster without accounting: submitit reads a job's end from its result file",
         ),
     ),
+    "optuna.storages._in_memory": (
+        (r"A new study created in memory", "the sweep's own lines name the study"),
+    ),
     "lightning.pytorch.accelerators.cuda": (
         (r"LOCAL_RANK: \d+ - CUDA_VISIBLE_DEVICES", "restates the devices the run was given"),
     ),
