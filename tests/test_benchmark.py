@@ -67,6 +67,9 @@ def test_tiny_benchmark_writes_every_field(tmp_path):
     assert results["compile"] is None  # measured outside --tiny only
     assert "| ddp 2 ranks / 1 rank, samples/s |" in results["table"]
     assert results["table"] in done.stdout
+    # quiet: the table and where it went, no library's lines and no progress bars
+    assert done.stderr == ""
+    assert done.stdout.startswith("--tiny: a smoke test")
     # tiny figures are labelled as what they are, never set beside a target
     assert results["table"].startswith("--tiny: a smoke test")
     assert "<= 1.15x" not in results["table"] and "(not comparable)" in results["table"]

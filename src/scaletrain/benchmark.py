@@ -31,6 +31,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from scaletrain.config import CONFIG_DIR
 from scaletrain.config.build import build_trainer
 from scaletrain.reporting.tensorboard import event_dir
+from scaletrain.runtime.quiet import set_verbosity
 
 # The workloads: overrides of the train config. Each is sized so that a step does real
 # work (tens to hundreds of milliseconds on a CPU core), as in actual training.
@@ -112,6 +113,10 @@ def trainer_step_time(overrides: list[str], steps: int, warmup: int, repeats: in
                 "trainer.max_epochs=-1",
                 "trainer.limit_val_batches=0",
                 "test=false",
+                # no validation, so no best checkpoint; no bar between the figures
+                "callbacks.model_checkpoint=null",
+                "callbacks.rich_progress_bar=null",
+                "trainer.enable_progress_bar=false",
             ],
             Path(output_dir),
         )
@@ -504,7 +509,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--tiny", action="store_true", help="a few steps of tiny models")
     parser.add_argument("--output", type=Path, default=Path("outputs/benchmark.json"))
+    parser.add_argument("--verbose", action="store_true", help="keep the libraries' lines")
     args = parser.parse_args(argv)
+    set_verbosity(args.verbose)
 
     workloads = TINY_WORKLOADS if args.tiny else WORKLOADS
     steps, warmup, repeats = (12, 2, 1) if args.tiny else (60, 10, 3)

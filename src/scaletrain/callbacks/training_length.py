@@ -43,6 +43,7 @@ class TrainingLength(Callback):
             isinstance(interval, int)
             and interval > batches
             and trainer.check_val_every_n_epoch is not None
+            and trainer.limit_val_batches
         ):
             trainer.val_check_interval = 1.0
             self.say(
