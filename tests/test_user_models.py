@@ -191,9 +191,10 @@ CASES = [
     ("user", "fsdp"),
     ("user", "model_sharded"),
     ("user", "pipeline"),
+    ("cnn", "pipeline"),  # code between the blocks and the head: pooling, flattening
     *(("hf", layout) for layout in LAYOUTS),
 ]
-NETS = {"user": [*USER_NET, *USER_PLAN, "data.batch_size=32"], "hf": HF}
+NETS = {"user": [*USER_NET, *USER_PLAN, "data.batch_size=32"], "cnn": ["model=cnn"], "hf": HF}
 
 
 @pytest.fixture(scope="module")
