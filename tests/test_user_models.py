@@ -102,6 +102,11 @@ def saved_initial_weights(tmp_path, name: str, *overrides: str) -> dict[str, tor
             'model.parallel.tensor_parallel."layers.*.q": matches no module of LayerStack',
         ),
         (
+            [*USER_NET, "+model.parallel.tensor_parallel={layers: colwise}"],
+            'model.parallel.tensor_parallel."layers": matches only modules that hold no '
+            "parameters of their own (layers, ...); name the layers inside them",
+        ),
+        (
             [*USER_NET, *USER_PLAN, "+model.net.width=127", *PARITY_STRATEGIES["model_sharded"]],
             [
                 "strategy.tensor_parallel_size=2 does not divide layers.0's output size 127, "

@@ -191,6 +191,12 @@ class NetPlan:
                 problems.append(
                     f'model.parallel.tensor_parallel."{pattern}": matches no module of {net_name}'
                 )
+            elif not any(has_own_parameters(modules[n]) for n in matching(net, pattern)):
+                problems.append(
+                    f'model.parallel.tensor_parallel."{pattern}": matches only modules that '
+                    f"hold no parameters of their own ({matching(net, pattern)[0]}, ...); name "
+                    "the layers inside them"
+                )
         if tp > 1:
             problems += self._split_problems(net, tp)
         if pp > 1 and not problems:
