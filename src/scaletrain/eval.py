@@ -16,7 +16,7 @@ from scaletrain.cli import runner
 from scaletrain.config import CONFIG_DIR
 from scaletrain.errors import ConfigError
 from scaletrain.reporting.metrics import collect_metrics
-from scaletrain.reporting.record import RunRecord, recorded_config
+from scaletrain.reporting.record import RunRecord, checkpoint_run_dir, recorded_config
 from scaletrain.runtime.launch import job_overrides
 
 log = logging.getLogger("scaletrain")
@@ -28,7 +28,7 @@ ADOPTED = ("data", "model", "monitor", "trainer.precision", "trainer.limit_test_
 def training_run_config(ckpt_path: Path) -> DictConfig | None:
     """The composed config of the run whose ``checkpoints/`` holds ``ckpt_path`` (its
     latest attempt), if recorded."""
-    return recorded_config(ckpt_path.resolve().parent.parent)
+    return recorded_config(checkpoint_run_dir(ckpt_path))
 
 
 def adopt_run_config(cfg: DictConfig, run_cfg: DictConfig, overrides: list[str]) -> None:

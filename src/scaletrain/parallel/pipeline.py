@@ -81,9 +81,11 @@ class Relay:
     the activations received from the previous stage, this stage's output, and what the
     net passed on to the block after the stage."""
 
-    received: torch.Tensor | None = None
-    captured: torch.Tensor | None = None
-    passed_on: torch.Tensor | None = None
+    def __init__(self, held: range) -> None:
+        self.held = held  # the blocks (by index) this stage holds
+        self.received: torch.Tensor | None = None
+        self.captured: torch.Tensor | None = None
+        self.passed_on: torch.Tensor | None = None
 
 
 class StandIn(nn.Module):
@@ -114,10 +116,9 @@ def keep_stage(net: nn.Module, plan: NetPlan, mesh: DeviceMesh, options: Pipelin
     their names. Returns the relay that :class:`StageForward` runs the stage with."""
     stage, stages = mesh.get_local_rank(), mesh.size()
     container = plan.block_container(net)
-    held = stage_ranges(len(container), stages, options.stage_blocks)[stage]
-    relay = Relay()
+    relay = Relay(stage_ranges(len(container), stages, options.stage_blocks)[stage])
     for index in range(len(container)):
-        if index not in held:
+        if index not in relay.held:
             container[index] = StandIn()
     for name in plan.first if stage > 0 else ():
         replace_module(net, name, StandIn(relay))
@@ -132,10 +133,10 @@ class StageForward(nn.Module):
     first block in place of what the stand-ins before it computed, and, before the last
     stage, its output is its last block's output."""
 
-    def __init__(self, net: nn.Module, plan: NetPlan, relay: Relay, held: range, last: bool):
+    def __init__(self, net: nn.Module, plan: NetPlan, relay: Relay, last: bool):
         super().__init__()
         self.net, self.relay, self.is_last = net, relay, last
-        container = plan.block_container(net)
+        container, held = plan.block_container(net), relay.held
         if held.start > 0:
             # prepended: the activations are in place before FSDP2's hook sees the input
             container[held.start].register_forward_pre_hook(self._receive, prepend=True)
@@ -190,9 +191,8 @@ class Pipeline:
     ) -> None:
         self.group = mesh.get_group()
         stage, stages = mesh.get_local_rank(), mesh.size()
-        held = stage_ranges(len(plan.block_container(net)), stages, options.stage_blocks)[stage]
         self.stage = PipelineStage(
-            StageForward(net, plan, relay, held, last=stage == stages - 1),
+            StageForward(net, plan, relay, last=stage == stages - 1),
             stage_index=stage,
             num_stages=stages,
             device=device,
@@ -222,12 +222,17 @@ class Pipeline:
             return output.sum() * 0
         return self.loss(output, target) * (real / self.real_targets) / self.accumulation
 
-    def _padded(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """``inputs`` and ``targets`` padded to :attr:`rows` (the last input repeated, the
-        targets ignored), and the number of real targets."""
+    def _batch_rows(self, rows: int) -> int:
+        """The rows every batch is padded to: those of the first, made a multiple of the
+        microbatches."""
         if self.rows is None:
-            self.rows = -(-len(inputs) // self.microbatches) * self.microbatches
-        missing = self.rows - len(inputs)
+            self.rows = -(-rows // self.microbatches) * self.microbatches
+        return self.rows
+
+    def _padded(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``inputs`` and ``targets`` padded to :meth:`_batch_rows` (the last input
+        repeated, the targets ignored); counts the real targets."""
+        missing = self._batch_rows(len(inputs)) - len(inputs)
         if missing < 0:
             raise ValueError(
                 f"strategy=pipeline: a batch of {len(inputs)} samples on this rank, more than "
@@ -268,7 +273,7 @@ class Pipeline:
         """The net's output for ``inputs`` on the last stage (None on the others), run in
         pieces of the training batch's rows. The schedules compute the loss of every
         microbatch even here: hence the ``targets``."""
-        rows = self.rows or -(-len(inputs) // self.microbatches) * self.microbatches
+        rows = self._batch_rows(len(inputs))
         outputs = []
         for start in range(0, len(inputs), rows):
             piece = inputs[start : start + rows]

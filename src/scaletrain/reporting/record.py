@@ -51,6 +51,11 @@ def recorded_config(run_dir: Path) -> DictConfig | None:
     return OmegaConf.load(attempts[-1] / "config.yaml") if attempts else None
 
 
+def checkpoint_run_dir(checkpoint: Path) -> Path:
+    """The run directory whose ``checkpoints/`` holds ``checkpoint``."""
+    return Path(checkpoint).resolve().parent.parent
+
+
 def recorded_choices(run_dir: Path) -> dict[str, str | None]:
     """The config group options of the first attempt (``model: gpt``), if recorded."""
     attempts = attempt_dirs(run_dir)

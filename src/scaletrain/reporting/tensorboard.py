@@ -28,7 +28,11 @@ from torch.utils.tensorboard.summary import hparams
 from torch.utils.tensorboard.writer import FileWriter
 
 from scaletrain.parallel.layout import world_size
-from scaletrain.reporting.record import recorded_choices, recorded_overrides
+from scaletrain.reporting.record import (
+    checkpoint_run_dir,
+    recorded_choices,
+    recorded_overrides,
+)
 
 # Overrides that do not change what a run computes, left out of its name and settings.
 NOT_SETTINGS = (
@@ -75,8 +79,7 @@ def evaluated_run() -> Path | None:
         return None
     for key, value in map(parse_override, HydraConfig.get().overrides.task):
         if key == "ckpt_path":
-            checkpoint = Path(value).resolve()
-            return checkpoint.parent.parent if checkpoint.parent.name == "checkpoints" else None
+            return checkpoint_run_dir(Path(value))
     return None
 
 
