@@ -47,8 +47,13 @@ def rank_overrides(log_file: Path) -> list[str]:
 
 
 def only_sweep_dir(root: Path) -> Path:
-    assert sorted(p.name for p in (root / "outputs").iterdir()) == ["multiruns"]  # no runs/
+    """The one sweep directory (no runs/ of other ranks), its jobs in TensorBoard's index."""
+    assert sorted(p.name for p in (root / "outputs").iterdir()) == ["multiruns", "tensorboard"]
     (sweep,) = (root / "outputs" / "multiruns").iterdir()
+    listed = sorted(
+        entry.resolve().parent.parent for entry in (root / "outputs" / "tensorboard").iterdir()
+    )
+    assert listed == sorted(path for path in sweep.iterdir() if path.name.isdigit())
     return sweep
 
 

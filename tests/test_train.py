@@ -9,6 +9,7 @@ import torch
 from hydra.utils import instantiate
 from lightning.pytorch.callbacks import ModelCheckpoint
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from tensorboard.plugins.hparams import api_pb2
 from tensorboard.plugins.hparams.plugin_data_pb2 import HParamsPluginData
 
 from scaletrain.reporting.tensorboard import MAX_NAME, event_dir
@@ -87,20 +88,39 @@ def test_run_directory_holds_config_checkpoints_log_and_metrics(default_run):
 def test_tensorboard_has_the_curves_and_the_hyperparameters(default_run):
     accumulator = events(default_run.run_dir)
     scalars = set(accumulator.Tags()["scalars"])
-    assert {"train/loss", "val/loss", "val/acc", "test/acc", "test/loss"} <= scalars
+    assert {"train/loss", "train/lr", "val/loss", "val/acc", "test/acc", "test/loss"} <= scalars
+    # the learning rate is a training curve; Lightning's epoch count is left out, so the
+    # first card groups are the learning curves, not `epoch` and `lr-Adam`
+    assert not {name for name in scalars if "/" not in name}
     # train/loss per step: one point every log_every_n_steps (10) of 50 x 39 steps
     assert len(accumulator.Scalars("train/loss")) == 195
     assert len(accumulator.Scalars("val/acc")) == 50
-    # the HPARAMS entry: the short list of settings, and no experiment summary (which
-    # would define the columns of every other run in the log directory)
+    # the HPARAMS entry: the short list of settings, its end, and the experiment's columns
     content = accumulator.PluginTagToContent("hparams")
-    assert set(content) == {"_hparams_/session_start_info", "_hparams_/session_end_info"}
     start = HParamsPluginData.FromString(content["_hparams_/session_start_info"])
     hparams = start.session_start_info.hparams
-    assert set(hparams) == {"model", "data", "strategy", "world_size", "global_batch", "lr", "seed"}
+    assert set(hparams) == {
+        "model", "data", "experiment", "strategy", "world_size", "global_batch", "lr", "seed"
+    }  # fmt: skip
     assert hparams["lr"].number_value == pytest.approx(1e-3)
     assert (hparams["model"].string_value, hparams["data"].string_value) == ("mlp", "digits")
     assert hparams["global_batch"].number_value == 32
+    end = HParamsPluginData.FromString(content["_hparams_/session_end_info"])
+    assert end.session_end_info.status == api_pb2.Status.STATUS_SUCCESS
+    experiment = HParamsPluginData.FromString(content["_hparams_/experiment"]).experiment
+    # TensorBoard ticks the first five metrics and the settings marked as differing
+    metrics = [info.name.tag for info in experiment.metric_infos]
+    assert metrics[:5] == ["val/acc_best", "val/acc", "val/loss", "test/acc", "test/loss"]
+    assert not [name for name in metrics if name.startswith("perf/")]
+    ticked = {info.name for info in experiment.hparam_infos if info.differs}
+    assert ticked == {"model", "data", "strategy", "lr"}
+
+
+def test_tensorboard_lists_the_run_by_name_then_date(default_run):
+    index = default_run.run_dir.parent / "outputs" / "tensorboard"
+    (entry,) = index.iterdir()
+    assert entry.name == f"mlp-digits @ {default_run.run_dir.name}"
+    assert entry.is_symlink() and entry.resolve() == event_dir(default_run.run_dir).resolve()
 
 
 def test_tensorboard_names_the_run_after_what_ran(default_run, train_here):

@@ -5,7 +5,7 @@
     metrics.json -> wait for the ranks this process started
 
 and around it, one job on this rank: the processes of the job, one-line errors, the
-signal stop, and a new run directory removed when the attempt fails before its record.
+signal stop, and a failed attempt's run directory removed where nothing was trained.
 """
 
 import logging
@@ -35,9 +35,10 @@ from scaletrain.errors import ConfigError
 from scaletrain.models.base import ScaleModule
 from scaletrain.parallel.layout import SHARDED
 from scaletrain.reporting.config_tree import print_config
+from scaletrain.reporting.hparams import end_session, start_session
 from scaletrain.reporting.metrics import METRICS_FILE, write_json
 from scaletrain.reporting.record import RunRecord
-from scaletrain.reporting.tensorboard import end_session, start_session
+from scaletrain.reporting.tensorboard import drop_removed_runs, list_run
 from scaletrain.runtime.launch import job_overrides, job_processes, wait_for_started_ranks
 from scaletrain.runtime.memory import mark_baseline
 from scaletrain.runtime.quiet import FILE_ONLY, set_verbosity
@@ -109,8 +110,10 @@ def start(
     trainer = build_trainer(cfg, model)
     # The preflight has passed: from here on, the attempt is part of the run's record.
     record.write(cfg)
+    record.trainer = trainer
     if trainer.is_global_zero:
         start_session(trainer, cfg)
+        list_run(trainer, board_index(cfg), record.run_dir)
         log.info("run directory: %s", record.run_dir)
     log.info(
         "rank %d: overrides %s", trainer.global_rank, " ".join(job_overrides()), extra=FILE_ONLY
@@ -118,13 +121,39 @@ def start(
     return Attempt(cfg, record, datamodule, model, trainer)
 
 
+def board_index(cfg: DictConfig) -> Path | None:
+    """The directory that lists every run for TensorBoard (``paths.tensorboard_dir``)."""
+    index = cfg.paths.get("tensorboard_dir")
+    return Path(index) if index else None
+
+
+def is_failure(raised: BaseException) -> bool:
+    """An error, or an exit with an error's status; not a stop by a signal."""
+    if isinstance(raised, SIGTERMException | KeyboardInterrupt):
+        return False
+    return not isinstance(raised, SystemExit) or raised.code not in (0, None)
+
+
 @contextmanager
-def discarded_on_failure(record: RunRecord) -> Iterator[None]:
-    """Remove the run directory this attempt created if it fails before its record."""
+def settled_on_failure(record: RunRecord, cfg: DictConfig) -> Iterator[None]:
+    """Leave a failed attempt's traces as a user wants them: the new run directory
+    removed where nothing was trained (a run that never began is no run to look at), or
+    the run marked as failed in TensorBoard's HPARAMS where it trained. A stop by a signal
+    is no failure: its run directory stays to be resumed."""
     try:
         yield
-    except BaseException:
-        record.discard()
+    except BaseException as raised:
+        trainer = record.trainer
+        if not is_failure(raised):
+            record.discard()
+        elif trainer is not None and (trainer.global_step > 0 or not record.new):
+            if trainer.is_global_zero:
+                end_session(trainer, failed=True)
+        else:
+            record.discard(even_recorded=True)
+            index = board_index(cfg)
+            if index is not None and is_global_rank_zero():
+                drop_removed_runs(index)
         raise
 
 
@@ -141,7 +170,7 @@ def run_job(
     try:
         with (
             job_processes(module, bool(cfg.get("verbose", False)), resume_hint),
-            discarded_on_failure(record),
+            settled_on_failure(record, cfg),
             user_errors(*USER_ERRORS, logged=lambda: record.started),
         ):
             return work(record)

@@ -4,6 +4,7 @@ may be switched off with null), and the Trainer with its strategy."""
 from typing import Any
 
 import lightning as L
+from hydra.core.hydra_config import HydraConfig
 from hydra.errors import InstantiationException
 from hydra.utils import instantiate
 from lightning.pytorch.plugins.environments import SLURMEnvironment
@@ -17,6 +18,7 @@ from scaletrain.errors import ConfigError
 from scaletrain.models.base import ScaleModule
 from scaletrain.parallel.layout import SHARDED, ParallelLayout, world_size
 from scaletrain.parallel.strategy import build_strategy, pipeline_options
+from scaletrain.reporting.hparams import HparamsColumns
 
 
 def unwrap_instantiation(error: BaseException) -> BaseException:
@@ -75,6 +77,8 @@ def build_trainer(cfg: DictConfig, model: ScaleModule) -> L.Trainer:
     model.pipeline_options = pipeline_options(cfg.strategy)
     # the length check is no option: a run whose settings it corrects would not start
     callbacks = [*checkpoint_order(instantiate_group(cfg.get("callbacks"))), TrainingLength()]
+    if HydraConfig.initialized():  # a run's HPARAMS entry names its Hydra choices
+        callbacks.append(HparamsColumns(cfg))
     loggers = instantiate_group(cfg.get("logger")) or False
     try:
         return instantiate(

@@ -11,6 +11,7 @@ far is removed.
 import contextlib
 import shutil
 from pathlib import Path
+from typing import Any
 
 import yaml
 from hydra.core.hydra_config import HydraConfig
@@ -85,6 +86,7 @@ class RunRecord:
         # first, and the directory is this attempt's own.
         self.new = not any(run_dir.iterdir()) if run_dir.is_dir() else True
         self.attempt_dir: Path | None = None
+        self.trainer: Any = None  # the attempt's Trainer, once built
 
     def write(self, cfg: DictConfig) -> Path | None:
         """Record this attempt (on the job's global rank 0); its preflight has passed."""
@@ -101,11 +103,12 @@ class RunRecord:
     def started(self) -> bool:
         return self.attempt_dir is not None
 
-    def discard(self) -> None:
-        """Remove what an attempt that failed before it was recorded created: the run
-        directory itself where it was new (and a sweep directory left with nothing but
-        Hydra's multirun.yaml). A directory that held anything before is left as it was."""
-        if self.started or not self.new or not is_global_rank_zero():
+    def discard(self, even_recorded: bool = False) -> None:
+        """Remove what a failed attempt created, where it failed before it was recorded
+        (or ``even_recorded``): the run directory itself where it was new (and a sweep
+        directory left with nothing but Hydra's multirun.yaml). A directory that held
+        anything before is left as it was."""
+        if (self.started and not even_recorded) or not self.new or not is_global_rank_zero():
             return
         shutil.rmtree(self.run_dir, ignore_errors=True)
         parent = self.run_dir.parent

@@ -1,33 +1,33 @@
-"""What TensorBoard shows of a run: a name that says what ran, and the HPARAMS entry.
+"""What TensorBoard shows of a run: a name that says what ran, listed name first, and
+cards that lead with the learning curves.
 
 The name is the experiment (or model-data) and the overrides that made the run
 different, e.g. ``mlp-digits,lr=3e-3,strategy=ddp``: the event files go to
-``<run dir>/tensorboard/<name>/``, which TensorBoard lists as the run. A resumed run
-keeps the name of its first attempt, so its curves continue in one run.
+``<run dir>/tensorboard/<name>/``. A resumed run keeps the name of its first attempt, so
+its curves continue in one run. TensorBoard names a run by its path under ``--logdir``,
+and run directories are named by date, so each run is also listed in the log
+directory's index, ``outputs/tensorboard/<name> @ <date>_<time>``: a link to its event
+files (TensorBoard follows links; the files stay with the run). ``tensorboard --logdir
+outputs/tensorboard`` then lists every run by what it is, its date after the name.
 
-The HPARAMS tab gets a short list of settings per run: the model, data and strategy, the
-world size, the global batch, the learning rate, the seed, and every setting the run's
-command line changed; the full config stays in the run's ``.hydra/``. Only each run's
-session (its settings, then its end status) is written, never an experiment summary: one
-experiment summary, taken from whichever run TensorBoard reads first, would define the
-columns of every run in the log directory, hiding the metrics and settings of the others
-(a classifier's accuracy beside a language model, a sweep's parameters beside another's).
-Without one, TensorBoard lists every run's settings and its logged metrics.
+TensorBoard groups cards by the tag's first part, in alphabetical order, and opens the
+first two groups. Lightning logs ``epoch`` and the learning-rate monitor ``lr-Adam``,
+which would come first; here the epoch is left out of TensorBoard (it is in the progress
+bar, metrics.json and the CSV log) and the learning rate is a training curve,
+``train/lr``, after ``train/loss``.
 """
 
+import contextlib
+import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import lightning as L
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from lightning.pytorch.loggers import TensorBoardLogger
-from omegaconf import DictConfig, OmegaConf
-from torch.utils.tensorboard.summary import hparams
-from torch.utils.tensorboard.writer import FileWriter
 
-from scaletrain.parallel.layout import world_size
 from scaletrain.reporting.record import (
     checkpoint_run_dir,
     recorded_choices,
@@ -38,6 +38,9 @@ from scaletrain.reporting.record import (
 NOT_SETTINGS = (
     "ckpt_path",
     "verbose",
+    "print_config",
+    "logger",
+    "logger.",
     "paths.",
     "hydra.",
     "trainer.enable_progress_bar",
@@ -115,56 +118,68 @@ def run_name() -> str:
     return name if len(name) <= MAX_NAME else name[: MAX_NAME - 3] + "..."
 
 
-def run_settings(cfg: DictConfig) -> dict[str, Any]:
-    """The settings the HPARAMS tab shows for this run, as TensorBoard-friendly values."""
-    choices = group_choices()
-    settings: dict[str, Any] = {
-        "model": choices.get("model"),
-        "data": choices.get("data"),
-        "experiment": choices.get("experiment"),
-        "strategy": cfg.strategy.name,
-        "world_size": world_size(cfg.trainer),
-        "global_batch": cfg.data.get("batch_size"),
-        "lr": OmegaConf.select(cfg, "model.optimizer.lr"),
-        "seed": cfg.get("seed"),
-    }
-    shown = {"model", "data", "experiment", "strategy", "model.optimizer.lr", "data.batch_size"}
-    for key, text in setting_overrides(list(HydraConfig.get().overrides.task)):
-        if key in shown or key in settings:
-            continue
-        value = OmegaConf.select(cfg, key, default=text)
-        if OmegaConf.is_config(value):
-            value = OmegaConf.to_container(value, resolve=True)
-        settings[key] = value
-    return {
-        key: value if isinstance(value, bool | int | float | str) else str(value)
-        for key, value in settings.items()
-        if value is not None
-    }
-
-
 def event_dir(run_dir: Path) -> Path:
     """Where a run's TensorBoard event files are: ``<run dir>/tensorboard/<run name>/``."""
     (directory,) = [path for path in (Path(run_dir) / "tensorboard").iterdir() if path.is_dir()]
     return directory
 
 
-def _write(trainer: L.Trainer, summaries: list) -> None:
+def board_name(name: str) -> str:
+    """The tag TensorBoard shows for a metric Lightning logs as ``name``: ``lr-Adam`` ->
+    ``train/lr``, ``lr-Adam/pg1`` -> ``train/lr/pg1`` (the learning-rate monitor's), others
+    unchanged."""
+    optimizer, slash, group = name.partition("/")
+    if optimizer.startswith("lr-"):
+        return f"train/lr{slash}{group}"
+    return name
+
+
+class RunLogger(TensorBoardLogger):
+    """Lightning's TensorBoard logger, with the learning rate filed under ``train/`` and the
+    epoch left out, so that the train, val and test cards come first."""
+
+    def log_metrics(self, metrics: Mapping[str, Any], step: int | None = None) -> None:
+        shown = {board_name(key): value for key, value in metrics.items() if key != "epoch"}
+        if shown:
+            super().log_metrics(shown, step)
+
+
+def list_run(trainer: Any, index_dir: Path | None, run_dir: Path) -> None:
+    """List the run's TensorBoard event files in the log directory's index."""
+    if index_dir is None:
+        return
     for logger in trainer.loggers:
         if isinstance(logger, TensorBoardLogger):
-            writer = FileWriter(logger.log_dir)
-            for summary in summaries:
-                writer.add_summary(summary)
-            writer.close()
+            list_in_index(index_dir, run_dir, Path(logger.log_dir))
 
 
-def start_session(trainer: L.Trainer, cfg: DictConfig) -> None:
-    """Enter the run in the HPARAMS tab with its settings (rank 0, as it starts)."""
-    _, start, _ = hparams(run_settings(cfg), {})
-    _write(trainer, [start])
+def index_entry(index_dir: Path, run_dir: Path, name: str) -> Path:
+    """Where the index lists a run: ``<index>/<name> @ <date>_<time>`` for
+    ``outputs/runs/<date>_<time>`` (``... #<job>`` for a sweep's job), the name's settings
+    separated by ", " so that TensorBoard's run list wraps a long name instead of cutting
+    it."""
+    stamp = run_dir.name
+    if run_dir.parent.parent.name == "multiruns":
+        stamp = f"{run_dir.parent.name} #{run_dir.name}"
+    return index_dir / f"{name.replace(',', ', ')} @ {stamp}"
 
 
-def end_session(trainer: L.Trainer) -> None:
-    """Mark the run's HPARAMS entry as finished successfully."""
-    *_, end = hparams({}, {})  # torch's session end says STATUS_SUCCESS
-    _write(trainer, [end])
+def list_in_index(index_dir: Path, run_dir: Path, events: Path) -> Path:
+    """Link the run's event directory ``events`` into the index (a relative link, so the
+    whole log directory can move), once; drop links whose run has been removed."""
+    entry = index_entry(index_dir, run_dir, events.name)
+    drop_removed_runs(index_dir)
+    if not entry.is_symlink():
+        index_dir.mkdir(parents=True, exist_ok=True)
+        with contextlib.suppress(FileExistsError):  # a sweep's jobs list at the same time
+            entry.symlink_to(os.path.relpath(events, index_dir), target_is_directory=True)
+    return entry
+
+
+def drop_removed_runs(index_dir: Path) -> None:
+    """Remove the index's links to runs that are gone."""
+    if index_dir.is_dir():
+        for entry in index_dir.iterdir():
+            if entry.is_symlink() and not entry.exists():
+                with contextlib.suppress(FileNotFoundError):
+                    entry.unlink()
