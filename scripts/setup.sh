@@ -13,4 +13,5 @@ pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
 if ! .venv/bin/python -c "import torch" 2>/dev/null; then
   "${pip[@]}" install "${TORCH_SPEC:-torch==2.13.0}"
 fi
-"${pip[@]}" install -e ".[dev,hf]"
+# the optional extras too: the tests cover Hugging Face nets and the MLflow and W&B loggers
+"${pip[@]}" install -e ".[dev,hf,mlflow,wandb]"

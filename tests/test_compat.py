@@ -108,6 +108,16 @@ def test_transformers_models_still_carry_their_parallel_plans():
     assert {"model.embed_tokens", "model.layers", "model.norm", "lm_head"} <= set(pipeline)
 
 
+def test_lightnings_wandb_logger_still_keeps_its_init_arguments():
+    pytest.importorskip("wandb")  # the optional extra, installed by scripts/setup.sh
+    from lightning.pytorch.loggers import WandbLogger
+
+    logger = WandbLogger(offline=True)
+    assert logger._wandb_init["anonymous"] is None
+    compat.drop_unset_wandb_anonymous(logger)
+    assert "anonymous" not in logger._wandb_init
+
+
 def test_omegaconf_nodes_are_still_read_unresolved():
     cfg = OmegaConf.create({"a": "${missing}", "b": None})
     assert compat.child_node(cfg, "a")._value() == "${missing}"

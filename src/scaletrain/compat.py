@@ -171,6 +171,18 @@ def hf_parallel_plans(model: nn.Module) -> tuple[dict[str, str], dict[str, Any]]
     )
 
 
+# -- Lightning: the arguments its W&B logger hands to wandb.init ---------------------------
+#
+# Lightning 2.6 always passes ``anonymous`` (None unless asked for), a setting W&B 0.19+
+# warns has no effect, on every run; the logger keeps its wandb.init arguments in
+# ``_wandb_init``, read when the run starts.
+
+
+def drop_unset_wandb_anonymous(logger: Any) -> None:
+    if logger._wandb_init.get("anonymous") is None:
+        logger._wandb_init.pop("anonymous", None)
+
+
 # -- OmegaConf: reading a config node without resolving it --------------------------------
 
 # Walking a config to check it must not resolve interpolations (a broken one is reported by

@@ -1,6 +1,7 @@
 """Preflight checks: a pure function of the composed config, run before the Trainer
 starts any worker process. Every problem is reported at once, one line each."""
 
+import importlib.util
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -293,6 +294,27 @@ def missing_keys(node: DictConfig | ListConfig, path: str = "") -> Iterator[str]
                 yield from missing_keys(child, full_key)
 
 
+# Loggers that need an optional extra: the package they import, and the extra.
+LOGGER_EXTRAS = {
+    "lightning.pytorch.loggers.MLFlowLogger": ("mlflow", "mlflow"),
+    "scaletrain.reporting.wandb.QuietWandbLogger": ("wandb", "wandb"),
+}
+
+
+def check_loggers(cfg: DictConfig) -> list[str]:
+    """Every logger's package is installed (an optional extra's: named with its install)."""
+    problems = []
+    for name, entry in (cfg.get("logger") or {}).items():
+        target = entry.get("_target_") if isinstance(entry, DictConfig) else None
+        package, extra = LOGGER_EXTRAS.get(target, (None, None))
+        if package is not None and importlib.util.find_spec(package) is None:
+            problems.append(
+                f"logger.{name} needs {package}, the optional extra '{extra}': "
+                f"pip install -e '.[{extra}]'"
+            )
+    return problems
+
+
 def check_references(cfg: DictConfig) -> list[str]:
     """Required values are set and every ``${...}`` reference resolves."""
     missing = sorted(missing_keys(cfg))
@@ -355,7 +377,7 @@ def validate(cfg: DictConfig) -> list[str]:
     values = guarded(check_values, cfg, mistyped)
     problems = check_references(cfg) + typed + values
     problems += guarded(check_monitor, cfg) + guarded(check_strategy_options, cfg)
-    problems += guarded(check_vocabulary, cfg)
+    problems += guarded(check_vocabulary, cfg) + guarded(check_loggers, cfg)
     # Lightning's Trainer and the layout are judged once the settings they take have the
     # right types and ranges (each problem is reported once, by the clearer check)
     wrong = mistyped | {setting_of(problem) for problem in values}

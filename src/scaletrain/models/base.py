@@ -95,7 +95,8 @@ class ScaleModule(L.LightningModule):
                 "activation_checkpointing": activation_checkpointing,
                 "compile": compile,
                 "parallel": plain(parallel),
-            }
+            },
+            logger=False,  # the loggers get the run's settings instead (reporting.hparams)
         )
         # seeded by the caller (the runner seeds every rank alike before building)
         self.init_seed = torch.initial_seed()

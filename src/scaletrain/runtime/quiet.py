@@ -8,6 +8,7 @@ then the README says why.
 """
 
 import logging
+import os
 import re
 import warnings
 
@@ -40,6 +41,12 @@ HARMLESS_LOG_MESSAGES: dict[str, tuple[tuple[str, str], ...]] = {
     ),
     "optuna.storages._in_memory": (
         (r"A new study created in memory", "the sweep's own lines name the study"),
+    ),
+    "mlflow.store.db.utils": (
+        (
+            r"Creating initial MLflow database tables|Updating database tables",
+            "MLflow sets up its local store",
+        ),
     ),
     "lightning.pytorch.accelerators.cuda": (
         (r"LOCAL_RANK: \d+ - CUDA_VISIBLE_DEVICES", "restates the devices the run was given"),
@@ -139,7 +146,10 @@ def set_verbosity(verbose: bool) -> None:
         logger.removeFilter(drop)
     _filters.clear()
     if verbose:
+        os.environ.pop("WANDB_SILENT", None)
         return
+    # W&B prints its banner and, offline, how to upload the run, which the README says
+    os.environ["WANDB_SILENT"] = "true"
     for name, messages in HARMLESS_LOG_MESSAGES.items():
         logger = logging.getLogger(name)
         drop = DropMessages([pattern for pattern, _ in messages])
