@@ -54,7 +54,10 @@ def test_signal_saves_last_checkpoint_and_resume_continues(tmp_path, layout, sig
 
     saved = torch.load(job.run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     step = saved["global_step"]
-    assert f"stopped by a signal at step {step}: saved" in job.output
+    # a signal between two steps (during a periodic save or a validation) stops at once,
+    # and the last complete checkpoint stays the state to resume from
+    between_steps = "outside a training step: nothing saved" in job.output
+    assert between_steps or f"stopped by a signal at step {step}: saved" in job.output
     assert f"resume with: python -m scaletrain.train resume={job.run_dir}" in job.output
     if layout:  # rank 1 stopped at the same step, and its process is gone
         assert (
