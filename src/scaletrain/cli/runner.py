@@ -35,7 +35,7 @@ from scaletrain.errors import ConfigError
 from scaletrain.models.base import ScaleModule
 from scaletrain.parallel.layout import SHARDED
 from scaletrain.reporting.config_tree import print_config
-from scaletrain.reporting.hparams import end_session, start_session
+from scaletrain.reporting.hparams import end_session
 from scaletrain.reporting.metrics import METRICS_FILE, write_json
 from scaletrain.reporting.record import RunRecord
 from scaletrain.reporting.tensorboard import drop_removed_runs, list_run
@@ -112,7 +112,6 @@ def start(
     record.write(cfg)
     record.trainer = trainer
     if trainer.is_global_zero:
-        start_session(trainer, cfg)
         list_run(trainer, board_index(cfg), record.run_dir)
         log.info("run directory: %s", record.run_dir)
     log.info(

@@ -49,8 +49,6 @@ SETTING_KEYS = {
     "data.batch_size": "global_batch",
     "seed": "seed",
 }
-# Groups whose option is a setting; other groups' options are in the run's name.
-SETTING_GROUPS = ("model", "data", "strategy")
 TICKED = {"model", "data", "strategy", "lr"}
 # Listed after a run's own metrics, so that a log directory where classifiers and language
 # models meet has columns for both, whichever run's list TensorBoard reads.
@@ -115,17 +113,6 @@ def _write(trainer: L.Trainer, summaries: list[Summary]) -> None:
             writer.close()
 
 
-def start_session(trainer: L.Trainer, cfg: DictConfig) -> None:
-    """Enter the run in the HPARAMS tab with its settings (rank 0, as it starts); other
-    loggers (MLflow, W&B) take the same settings as the run's parameters."""
-    settings, _ = run_settings(cfg)
-    _, start, _ = hparams(settings, {})
-    _write(trainer, [start])
-    for logger in trainer.loggers:
-        if not isinstance(logger, TensorBoardLogger):
-            logger.log_hyperparams(settings)
-
-
 def end_session(trainer: L.Trainer, failed: bool = False) -> None:
     """Mark the run's HPARAMS entry as finished, successfully or not."""
     status = api_pb2.Status.STATUS_FAILURE if failed else api_pb2.Status.STATUS_SUCCESS
@@ -134,12 +121,24 @@ def end_session(trainer: L.Trainer, failed: bool = False) -> None:
 
 
 class HparamsColumns(Callback):
-    """Writes the experiment's columns (see the module's doc) once the run's metrics are
-    known: at the first validation, or at the test of a run that only tests."""
+    """The run's HPARAMS entry: its settings as it starts (which other loggers, MLflow or
+    W&B, take as the run's parameters), then the experiment's columns (see the module's
+    doc) once the run's metrics are known: at the first validation, or at the test of a
+    run that only tests. Written by global rank 0."""
 
     def __init__(self, cfg: DictConfig) -> None:
         self.settings, self.ticked = run_settings(cfg)
-        self.written = False
+        self.started = self.written = False
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        if self.started or not trainer.is_global_zero:
+            return
+        self.started = True
+        _, start, _ = hparams(self.settings, {})
+        _write(trainer, [start])
+        for logger in trainer.loggers:
+            if not isinstance(logger, TensorBoardLogger):
+                logger.log_hyperparams(self.settings)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.sanity_checking:
