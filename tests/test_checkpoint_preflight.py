@@ -5,7 +5,7 @@ import pytest
 import torch
 from hydra.utils import instantiate
 
-from scaletrain.checkpoint.contents import checkpoint_problems
+from scaletrain.checkpoint.contents import checkpoint_problems, resume_length_problems
 from tests.helpers import compose_train
 
 
@@ -59,3 +59,22 @@ def test_cli_refuses_a_corrupt_checkpoint_in_one_line_before_training(train_cli,
     assert run.returncode == 2
     assert "Traceback" not in run.output and "Initializing distributed" not in run.output
     assert f"error: ckpt_path={path}: not a checkpoint file (truncated or corrupt?)" in run.output
+
+
+@pytest.mark.parametrize(
+    ("max_epochs", "refused"), [(4, True), (5, False), (9, False), (-1, False)]
+)
+def test_a_resume_whose_max_epochs_ends_before_the_checkpoints_epoch_is_one_line(
+    tmp_path, max_epochs, refused
+):
+    path = tmp_path / "last.ckpt"
+    torch.save({"state_dict": {}, "epoch": 5, "global_step": 50}, path)
+    problems = resume_length_problems(str(path), max_epochs)
+    assert problems == (
+        [
+            f"trainer.max_epochs=4: the checkpoint {path} is already in epoch 5; "
+            "give trainer.max_epochs=5 or more to resume it"
+        ]
+        if refused
+        else []
+    )

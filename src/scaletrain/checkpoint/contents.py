@@ -36,13 +36,34 @@ def resolve_last(ckpt_path: str | None, checkpoint_dir: Path) -> str | None:
     return str(path)
 
 
-def checkpoint_step(path: Path) -> int | None:
-    """The global step a checkpoint (file or sharded directory) was saved at."""
+def saved_progress(path: Path) -> tuple[int, int] | None:
+    """The epoch and global step a checkpoint (file or sharded directory) was saved at."""
     try:
         meta = path / META_FILE if path.is_dir() else path
-        return torch.load(meta, map_location="cpu", mmap=True, weights_only=True)["global_step"]
+        saved = torch.load(meta, map_location="cpu", mmap=True, weights_only=True)
+        return saved["epoch"], saved["global_step"]
     except Exception:  # an unreadable one was refused by the preflight already
         return None
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The global step a checkpoint (file or sharded directory) was saved at."""
+    progress = saved_progress(path)
+    return progress[1] if progress else None
+
+
+def resume_length_problems(ckpt_path: str | None, max_epochs: int | None) -> list[str]:
+    """One line where ``trainer.max_epochs`` ends before the epoch the checkpoint is in
+    (Lightning refuses that only once the checkpoint is loaded, with a traceback)."""
+    if ckpt_path is None or ckpt_path in LIGHTNING_KEYWORDS or max_epochs in (None, -1):
+        return []
+    progress = saved_progress(Path(ckpt_path))
+    if progress is None or progress[0] <= max_epochs:
+        return []
+    return [
+        f"trainer.max_epochs={max_epochs}: the checkpoint {ckpt_path} is already in epoch "
+        f"{progress[0]}; give trainer.max_epochs={progress[0]} or more to resume it"
+    ]
 
 
 def saved_shapes(path: Path) -> dict[str, tuple[int, ...]] | str:

@@ -24,7 +24,7 @@ from omegaconf import DictConfig
 
 from scaletrain.callbacks.non_finite import NonFiniteLoss
 from scaletrain.checkpoint.consolidate import loadable_checkpoint
-from scaletrain.checkpoint.contents import checkpoint_problems
+from scaletrain.checkpoint.contents import checkpoint_problems, resume_length_problems
 from scaletrain.cli.errors import user_errors
 from scaletrain.cli.overrides import check_command_line
 from scaletrain.config.build import build_model, build_trainer
@@ -105,6 +105,8 @@ def start(
     problems = checkpoint_problems(checkpoint, model)
     if problems and checkpoint_hint:
         problems.append(checkpoint_hint)
+    if cfg.get("train"):
+        problems += resume_length_problems(checkpoint, cfg.trainer.get("max_epochs"))
     if problems:
         raise ConfigError(problems)
     trainer = build_trainer(cfg, model)
