@@ -2,6 +2,9 @@
 
     python -m scaletrain.prepare <text files or folders> --out <dir> [--tokenizer bpe|bytes]
 
+The inputs are text files (each a document) or rows of documents: JSON Lines
+(``.jsonl``, ``.jsonl.gz``) and Parquet (``.parquet``), the text in ``--text-field``.
+
 trains a byte-level BPE tokenizer on the text (or keeps its UTF-8 bytes), encodes every
 file, and writes token shards for train, val and test with a ``manifest.json``
 (:mod:`scaletrain.data.preparation` says how files are found and split,
@@ -33,7 +36,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         description=__doc__.split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("inputs", nargs="+", help="text files, and folders searched recursively")
+    parser.add_argument(
+        "inputs",
+        nargs="+",
+        help="text files, .jsonl, .jsonl.gz and .parquet files, and folders searched recursively",
+    )
     parser.add_argument("--out", required=True, type=Path, help="the folder to write into")
     parser.add_argument("--tokenizer", choices=("bpe", "bytes"), default=DEFAULTS.tokenizer)
     parser.add_argument(
@@ -53,6 +60,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=DEFAULTS.seed, help="picks the split")
     parser.add_argument(
         "--glob", default=DEFAULTS.glob, help="the files of folders to use, e.g. '*.txt'"
+    )
+    parser.add_argument(
+        "--text-field",
+        default=DEFAULTS.text_field,
+        help="the field (JSON Lines) or column (Parquet) that holds each row's text",
     )
     parser.add_argument(
         "--force", action="store_true", help="replace data --out holds from other settings"
@@ -89,6 +101,7 @@ def main(argv: list[str] | None = None) -> None:
         chunk_tokens=args.chunk_tokens,
         seed=args.seed,
         glob=args.glob,
+        text_field=args.text_field,
     )
     from rich.progress import (
         BarColumn,
@@ -109,7 +122,7 @@ def main(argv: list[str] | None = None) -> None:
 
     def on_start(files: list[Path], skipped: list[Path]) -> None:
         note = f" (skipped {len(skipped)} that are not UTF-8 text)" if skipped else ""
-        print(f"{len(files)} text file(s){note} -> {args.out}")
+        print(f"{len(files)} file(s){note} -> {args.out}")
         progress.start()  # only once there is work to show
 
     try:

@@ -5,12 +5,14 @@
     chunks, each assigned to train, val or test -> write each split's shards
     -> tokenizer.json -> manifest.json (last)
 
-Inputs: files given by name must be UTF-8 text; folders are searched recursively for
-files matching ``glob`` (default: every file), skipping hidden files and folders (a
-name starting with ``.``) and files that do not look like UTF-8 text (a NUL byte or
-invalid UTF-8 in their first 8 KiB). Files are read in sorted path order, each a
-document followed by an end-of-document token (``<|endoftext|>`` for BPE, the NUL
-byte for bytes).
+Inputs: files given by name must be UTF-8 text or row files (``.jsonl``, ``.jsonl.gz``,
+``.parquet``: one document per row, the text in ``text_field``); folders are searched
+recursively for files matching ``glob`` (default: every file), skipping hidden files and
+folders (a name starting with ``.``) and files that are neither row files nor look like
+UTF-8 text (a NUL byte or invalid UTF-8 in their first 8 KiB). Files are read in sorted
+path order, rows in file order; each text file, and each row, is a document followed by
+an end-of-document token (``<|endoftext|>`` for BPE, the NUL byte for bytes), so rows
+give the shards that the same texts as files would.
 
 Splits: the token stream is cut into fixed chunks of ``chunk_tokens`` tokens (65,536,
 or fewer for a corpus under 16 MiB, so that it has about 256 bytes' worth of chunks or
@@ -26,6 +28,7 @@ import codecs
 import contextlib
 import fnmatch
 import hashlib
+import io
 import json
 import math
 import os
@@ -34,11 +37,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
 
-from scaletrain.data import shards
+from scaletrain.data import rows, shards
+from scaletrain.data.rows import is_row_file
 from scaletrain.data.shards import SPLITS, TOKENIZER_FILE, ShardError, ShardWriter
 
 END_OF_DOCUMENT = "<|endoftext|>"
@@ -66,6 +70,7 @@ class PrepareSettings:
     chunk_tokens: int | None = None  # None: 65,536, or fewer for a small corpus
     seed: int = 0
     glob: str = "*"
+    text_field: str = "text"  # the field holding the text in .jsonl(.gz) and .parquet rows
 
     def problems(self) -> list[str]:
         problems = []
@@ -141,7 +146,7 @@ def find_files(inputs: list[str | Path], glob: str = "*") -> tuple[list[Path], l
     for item in inputs:
         path = Path(item).expanduser()
         if path.is_file():
-            if not looks_like_text(path):
+            if not is_row_file(path) and not looks_like_text(path):
                 raise PrepareError(f"{path}: not a UTF-8 text file")
             found.add(path.resolve())
         elif path.is_dir():
@@ -151,7 +156,9 @@ def find_files(inputs: list[str | Path], glob: str = "*") -> tuple[list[Path], l
                     candidate = Path(root) / name
                     if name.startswith(".") or not fnmatch.fnmatch(name, glob):
                         continue
-                    if candidate.is_file() and looks_like_text(candidate):
+                    if candidate.is_file() and (
+                        is_row_file(candidate) or looks_like_text(candidate)
+                    ):
                         found.add(candidate.resolve())
                     elif candidate.is_file():
                         skipped.append(candidate)
@@ -163,37 +170,65 @@ def find_files(inputs: list[str | Path], glob: str = "*") -> tuple[list[Path], l
     return sorted(found), skipped
 
 
+def documents_of(path: Path, text_field: str) -> Iterator[tuple[Any, str]]:
+    """The text of ``path`` as ``(document, block)`` pairs: a text file is one document
+    (in blocks), a row file one document per row (see :mod:`scaletrain.data.rows`)."""
+    if not is_row_file(path):
+        yield from ((path, block) for block in text_blocks(path))
+        return
+    try:
+        for number, text in enumerate(rows.documents(path, text_field)):
+            for block in blocks_of(io.BytesIO(text.encode()), path):
+                yield (path, number), block  # an empty row, like an empty file, has none
+    except rows.RowError as error:
+        raise PrepareError(str(error)) from None
+
+
+def text_bytes(path: Path, text_field: str) -> int:
+    """The UTF-8 bytes of text in ``path`` (a row file is read through for them)."""
+    if not is_row_file(path):
+        return path.stat().st_size
+    return sum(len(block.encode()) for _, block in documents_of(path, text_field))
+
+
 def text_blocks(path: Path) -> Iterator[str]:
-    """The file's text in blocks of about :data:`BLOCK_BYTES`, each ending at a line break
-    where there is one; :class:`PrepareError` where the file turns out not to be text."""
+    """The file's text in blocks (see :func:`blocks_of`)."""
+    with open(path, "rb") as file:
+        yield from blocks_of(file, path)
+
+
+def blocks_of(file: BinaryIO, path: Path) -> Iterator[str]:
+    """The text of ``file`` (of ``path``) in blocks of about :data:`BLOCK_BYTES`, each
+    ending at a line break where there is one; :class:`PrepareError` where it turns out
+    not to be text. A row's text goes through here too, so that it is cut, and encoded,
+    exactly as the same text in a file."""
     decoder = codecs.getincrementaldecoder("utf-8")("strict")
     pending, offset = "", 0
-    with open(path, "rb") as file:
-        while True:
-            data = file.read(BLOCK_BYTES)
-            try:
-                text = decoder.decode(data, final=not data)
-            except UnicodeDecodeError as error:
-                raise PrepareError(
-                    f"{path}: not UTF-8 text (byte {offset + error.start}); remove it, "
-                    "or choose the files with --glob"
-                ) from None
-            if "\0" in text:
-                raise PrepareError(f"{path}: not text (a NUL character); remove it")
-            offset += len(data)
-            text = pending + text
-            if not data:
-                if text:
-                    yield text
-                return
-            cut = text.rfind("\n") + 1
-            if cut == 0:  # no line break yet: wait for one, up to a limit
-                if len(text) < 4 * BLOCK_BYTES:
-                    pending = text
-                    continue
-                cut = len(text)
-            yield text[:cut]
-            pending = text[cut:]
+    while True:
+        data = file.read(BLOCK_BYTES)
+        try:
+            text = decoder.decode(data, final=not data)
+        except UnicodeDecodeError as error:
+            raise PrepareError(
+                f"{path}: not UTF-8 text (byte {offset + error.start}); remove it, "
+                "or choose the files with --glob"
+            ) from None
+        if "\0" in text:
+            raise PrepareError(f"{path}: not text (a NUL character); remove it")
+        offset += len(data)
+        text = pending + text
+        if not data:
+            if text:
+                yield text
+            return
+        cut = text.rfind("\n") + 1
+        if cut == 0:  # no line break yet: wait for one, up to a limit
+            if len(text) < 4 * BLOCK_BYTES:
+                pending = text
+                continue
+            cut = len(text)
+        yield text[:cut]
+        pending = text[cut:]
 
 
 # -- the fingerprint: what decides the output -----------------------------------------------
@@ -387,17 +422,17 @@ def prepare(
     if check_out_dir(out, settings, records, force) == "up to date":
         manifest = json.loads(shards.manifest_path(out).read_text())
         return Prepared(manifest, True, time.perf_counter() - started, skipped)
-    total_bytes = sum(record["bytes"] for record in records)
+    total_bytes = sum(text_bytes(path, settings.text_field) for path in files)
     if total_bytes == 0:
         raise PrepareError(f"the corpus is empty: {len(files)} file(s) with no text")
     if on_start:
         on_start(files, skipped)
 
-    def blocks(description: str) -> Iterator[tuple[Path, str]]:
+    def blocks(description: str) -> Iterator[tuple[Any, str]]:
         task = progress.add_task(description, total=total_bytes) if progress else None
         for path in files:
-            for block in text_blocks(path):
-                yield path, block
+            for document, block in documents_of(path, settings.text_field):
+                yield document, block
                 if progress:
                     progress.advance(task, len(block.encode()))
         if progress:
@@ -451,10 +486,10 @@ def encode_and_write(
     settings: PrepareSettings,
     total_bytes: int,
     tokenizer: Any,
-    blocks: Callable[[str], Iterator[tuple[Path, str]]],
+    blocks: Callable[[str], Iterator[tuple[Any, str]]],
     writers: dict[str, ShardWriter],
 ) -> dict[str, Any]:
-    """Encode every file, write the shards; the manifest's description of them."""
+    """Encode every document, write the shards; the manifest's description of them."""
     if tokenizer is None:
         vocab_size, end = BYTE_VOCAB_SIZE, BYTE_END_OF_DOCUMENT
         token_bytes = np.ones(vocab_size, dtype=np.int64)
@@ -470,10 +505,10 @@ def encode_and_write(
     stream = SplitStream(writers, token_bytes, settings, chunk_tokens)
     end_token = np.array([end], dtype=np.int64)
     current = None
-    for path, block in blocks("encoding"):
-        if current is not None and path != current:
+    for document, block in blocks("encoding"):
+        if current is not None and document != current:
             stream.write(end_token)
-        current = path
+        current = document
         if tokenizer is None:
             ids = np.frombuffer(block.encode(), dtype=np.uint8).astype(np.int64)
         else:
