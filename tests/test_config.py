@@ -43,8 +43,11 @@ PARTNER = {
 @pytest.mark.parametrize(
     "override", [f"{group}={option}" for group in GROUPS for option in options(group)]
 )
-def test_every_group_option_composes_and_validates(override):
-    cfg = compose_train(override, *PARTNER.get(override, []))
+def test_every_group_option_composes_and_validates(override, request):
+    partner = PARTNER.get(override, [])
+    if override == "experiment=hf_finetune":  # the checkpoint and corpus it names
+        partner = [f"paths.data_dir={request.getfixturevalue('hf_data_dir')}"]
+    cfg = compose_train(override, *partner)
     problems = validate(cfg)
     if override == "trainer=gpu" and not torch.cuda.is_available():
         # Lightning's own objection, naming the device settings

@@ -52,7 +52,7 @@ def test_a_key_of_a_group_that_was_not_chosen_is_unknown():
         ("callbacks=[default,early]", "callbacks=early: no such option; valid: default, "),
         (
             "experiment=null",
-            "experiment=null: no such option; valid: gpt_bpe, gpt_text, seed_mnist",
+            "experiment=null: no such option; valid: gpt_bpe, gpt_text, hf_finetune, seed_mnist",
         ),
         ("dat=mnist", "dat: unknown setting; did you mean data?"),
         ("model.net.hidden_dims.3=8", "model.net.hidden_dims.3: model.net.hidden_dims is a list "),

@@ -1,11 +1,12 @@
 """Prepare a corpus of text files for training with ``data=tokens``:
 
-    python -m scaletrain.prepare <text files or folders> --out <dir> [--tokenizer bpe|bytes]
+    python -m scaletrain.prepare <text files or folders> --out <dir> [--tokenizer bpe|bytes|<dir>]
 
 The inputs are text files (each a document) or rows of documents: JSON Lines
 (``.jsonl``, ``.jsonl.gz``) and Parquet (``.parquet``), the text in ``--text-field``.
 
-trains a byte-level BPE tokenizer on the text (or keeps its UTF-8 bytes), encodes every
+trains a byte-level BPE tokenizer on the text (or keeps its UTF-8 bytes, or encodes with
+the tokenizer.json of a directory, such as a Hugging Face checkpoint's), encodes every
 file, and writes token shards for train, val and test with a ``manifest.json``
 (:mod:`scaletrain.data.preparation` says how files are found and split,
 :mod:`scaletrain.data.shards` what is written). A second run over the same inputs and
@@ -42,7 +43,12 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         help="text files, .jsonl, .jsonl.gz and .parquet files, and folders searched recursively",
     )
     parser.add_argument("--out", required=True, type=Path, help="the folder to write into")
-    parser.add_argument("--tokenizer", choices=("bpe", "bytes"), default=DEFAULTS.tokenizer)
+    parser.add_argument(
+        "--tokenizer",
+        default=DEFAULTS.tokenizer,
+        help="bpe (trained on the corpus), bytes, or a directory holding a Hugging Face "
+        "tokenizer.json: a checkpoint's, to fine-tune it (default: bpe)",
+    )
     parser.add_argument(
         "--vocab-size", type=int, help="BPE vocabulary size (default: 4096; bytes: 256)"
     )
@@ -91,7 +97,7 @@ def stop(progress) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = parse(argv)
     tokenizer = args.tokenizer
-    vocab_size = args.vocab_size or (DEFAULTS.vocab_size if tokenizer == "bpe" else 256)
+    vocab_size = args.vocab_size or (256 if tokenizer == "bytes" else DEFAULTS.vocab_size)
     settings = PrepareSettings(
         tokenizer=tokenizer,
         vocab_size=vocab_size,

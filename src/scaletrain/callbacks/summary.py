@@ -4,11 +4,11 @@ import logging
 
 import lightning as L
 import torch
-from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities.model_summary import get_human_readable_count
 from torch import nn
 
+from scaletrain.nets.build import build_net
 from scaletrain.parallel.pipeline import stage_ranges
 
 log = logging.getLogger("scaletrain")
@@ -79,7 +79,7 @@ class NetSummary(Callback):
         net = pl_module.net
         if pipeline is not None:
             with torch.device("meta"):
-                net = instantiate(pl_module.hparams.net)
+                net = build_net(pl_module.hparams.net)
         lines = summary_lines(net)
         plan = getattr(pl_module, "net_plan", None)
         if plan is not None and plan.blocks is not None:

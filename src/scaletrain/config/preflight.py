@@ -2,9 +2,11 @@
 starts any worker process. Every problem is reported at once, one line each."""
 
 import importlib.util
+import json
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 from hydra.utils import get_class, instantiate
@@ -19,6 +21,7 @@ from scaletrain import compat
 from scaletrain.config.build import lightning_objection, unwrap_instantiation
 from scaletrain.config.settings import render, type_problems
 from scaletrain.data.base import ShardedDataModule
+from scaletrain.nets.build import build_net
 from scaletrain.parallel.layout import ParallelLayout, accelerator_type, world_size
 from scaletrain.parallel.net_plan import NetPlan
 from scaletrain.parallel.pipeline import SCHEDULES, split_problems
@@ -218,12 +221,14 @@ def check_net(cfg: DictConfig, layout: ParallelLayout | None) -> list[str]:
     OmegaConf.to_container(net_cfg, resolve=True)  # unresolvable: check_references says so
     try:
         with torch.device("meta"):
-            net = instantiate(net_cfg)
+            net = build_net(net_cfg)
     except Exception as raised:
         error = unwrap_instantiation(raised)
         if isinstance(error, ModuleNotFoundError):
             return [str(error)]
         message = " ".join(str(error).split())
+        if message.startswith("model.net."):  # the net names the setting itself
+            return [message]
         return [f"model.net: {net_cfg._target_} could not be built: {message}"]
     declared = OmegaConf.select(cfg, "model.parallel")
     try:
@@ -333,9 +338,30 @@ def check_references(cfg: DictConfig) -> list[str]:
     return required
 
 
+def pretrained_vocab_size(directory: object) -> object:
+    """The vocabulary of the checkpoint in ``model.net.pretrained``, where it says one."""
+    try:
+        config = json.loads((Path(str(directory)).expanduser() / "config.json").read_text())
+    except (OSError, ValueError):
+        return None  # the net's own check says what is wrong with the directory
+    return config.get("vocab_size") if isinstance(config, dict) else None
+
+
 def check_vocabulary(cfg: DictConfig) -> list[str]:
-    """The net's vocabulary is the data's (for token data, the tokenizer's)."""
+    """The net's vocabulary is the data's (for token data, the tokenizer's); a checkpoint
+    the net starts from holds every token of the data."""
     data_vocab = resolved(cfg, "data.vocab_size")
+    pretrained = resolved(cfg, "model.net.pretrained")
+    if pretrained is not None:
+        net_vocab = pretrained_vocab_size(pretrained)
+        if isinstance(data_vocab, int) and isinstance(net_vocab, int) and data_vocab > net_vocab:
+            return [
+                f"model.net.pretrained={pretrained}: its vocabulary has {net_vocab} tokens, the "
+                f"data {data_vocab} (data.dir={resolved(cfg, 'data.dir')}); prepare the corpus "
+                f"with its tokenizer: python -m scaletrain.prepare <files> --tokenizer "
+                f"{pretrained} --out <dir>"
+            ]
+        return []
     net_vocab = resolved(cfg, "model.net.vocab_size")
     if isinstance(data_vocab, int) and isinstance(net_vocab, int) and data_vocab != net_vocab:
         directory = resolved(cfg, "data.dir")

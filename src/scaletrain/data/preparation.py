@@ -1,8 +1,8 @@
 """Prepare a corpus of text files as token shards (the work behind ``scaletrain.prepare``).
 
     find the text files -> fingerprint them with the settings -> (up to date: stop)
-    -> train the tokenizer (bpe) -> encode file by file -> cut the token stream into
-    chunks, each assigned to train, val or test -> write each split's shards
+    -> train the tokenizer (bpe) or load a given one -> encode file by file -> cut the
+    token stream into chunks, each assigned to train, val or test -> write each split's shards
     -> tokenizer.json -> manifest.json (last)
 
 Inputs: files given by name must be UTF-8 text or row files (``.jsonl``, ``.jsonl.gz``,
@@ -11,8 +11,12 @@ recursively for files matching ``glob`` (default: every file), skipping hidden f
 folders (a name starting with ``.``) and files that are neither row files nor look like
 UTF-8 text (a NUL byte or invalid UTF-8 in their first 8 KiB). Files are read in sorted
 path order, rows in file order; each text file, and each row, is a document followed by
-an end-of-document token (``<|endoftext|>`` for BPE, the NUL byte for bytes), so rows
-give the shards that the same texts as files would.
+an end-of-document token (``<|endoftext|>`` for BPE, the NUL byte for bytes, a given
+tokenizer's ``eos_token``), so rows give the shards that the same texts as files would.
+
+Tokenizers: ``bpe`` trains a byte-level BPE on the corpus, ``bytes`` keeps its UTF-8 bytes,
+and a directory holding a Hugging Face ``tokenizer.json`` (a checkpoint's, to fine-tune
+it) encodes with that one, as is.
 
 Splits: the token stream is cut into fixed chunks of ``chunk_tokens`` tokens (65,536,
 or fewer for a corpus under 16 MiB, so that it has about 256 bytes' worth of chunks or
@@ -74,8 +78,12 @@ class PrepareSettings:
 
     def problems(self) -> list[str]:
         problems = []
-        if self.tokenizer not in TOKENIZERS:
-            problems.append(f"--tokenizer {self.tokenizer}: valid: {', '.join(TOKENIZERS)}")
+        given = given_tokenizer_file(self.tokenizer)
+        if given is not None and not given.is_file():
+            problems.append(
+                f"--tokenizer {self.tokenizer}: valid: {', '.join(TOKENIZERS)}, or a directory "
+                f"holding {TOKENIZER_FILE} (a Hugging Face checkpoint's or tokenizer's)"
+            )
         elif self.tokenizer == "bytes" and self.vocab_size != BYTE_VOCAB_SIZE:
             problems.append(
                 f"--vocab-size {self.vocab_size}: the bytes tokenizer has {BYTE_VOCAB_SIZE} "
@@ -249,6 +257,9 @@ def fingerprint(settings: PrepareSettings, records: list[dict[str, Any]]) -> str
         "settings": asdict(settings),
         "inputs": records,
     }
+    given = given_tokenizer_file(settings.tokenizer)
+    if given is not None:  # the same directory with another tokenizer in it prepares anew
+        identity["tokenizer_sha256"] = sha256_file(given)
     return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
 
 
@@ -332,6 +343,38 @@ def train_bpe(blocks: Iterator[str], vocab_size: int):
     # text that spells the end-of-document token is text, not a document boundary
     tokenizer.encode_special_tokens = True
     return tokenizer
+
+
+def given_tokenizer_file(tokenizer: str) -> Path | None:
+    """The ``tokenizer.json`` that ``--tokenizer`` names (a directory holding one, or the
+    file); None for the tokenizers prepare makes itself."""
+    if tokenizer in TOKENIZERS:
+        return None
+    path = Path(tokenizer).expanduser()
+    return path / TOKENIZER_FILE if path.is_dir() else path
+
+
+def load_given_tokenizer(path: Path, setting: str) -> tuple[Any, str]:
+    """The tokenizer in ``path`` and its end-of-document token: the ``eos_token`` of the
+    ``tokenizer_config.json`` beside it, else ``<|endoftext|>`` where it has that token."""
+    from tokenizers import Tokenizer
+
+    try:
+        tokenizer = Tokenizer.from_file(str(path))
+    except Exception as error:  # tokenizers raises its own exception types
+        raise PrepareError(f"--tokenizer {setting}: {path} is not a tokenizer ({error})") from None
+    end = END_OF_DOCUMENT
+    config = path.with_name("tokenizer_config.json")
+    if config.is_file():
+        eos = json.loads(config.read_text()).get("eos_token") or end
+        end = eos["content"] if isinstance(eos, dict) else eos
+    if tokenizer.token_to_id(end) is None:
+        raise PrepareError(
+            f"--tokenizer {setting}: it has no end-of-document token to end each document "
+            f"with (no eos_token in tokenizer_config.json, no {END_OF_DOCUMENT})"
+        )
+    tokenizer.encode_special_tokens = True
+    return tokenizer, end
 
 
 # -- splits -----------------------------------------------------------------------------------
@@ -438,8 +481,11 @@ def prepare(
         if progress:
             progress.update(task, completed=total_bytes)
 
-    tokenizer = None
-    if settings.tokenizer == "bpe":
+    tokenizer, end_of_document = None, END_OF_DOCUMENT
+    given = given_tokenizer_file(settings.tokenizer)
+    if given is not None:
+        tokenizer, end_of_document = load_given_tokenizer(given, settings.tokenizer)
+    elif settings.tokenizer == "bpe":
         # the whole corpus is read (and checked to be text) before anything is written
         tokenizer = train_bpe((block for _, block in blocks("training BPE")), settings.vocab_size)
 
@@ -454,7 +500,9 @@ def prepare(
         if tokenizer is not None:
             shards.write_bytes_atomically(out / TOKENIZER_FILE, tokenizer.to_str().encode())
             written.append(out / TOKENIZER_FILE)
-        manifest = encode_and_write(out, files, settings, total_bytes, tokenizer, blocks, writers)
+        manifest = encode_and_write(
+            out, files, settings, total_bytes, (tokenizer, end_of_document), blocks, writers
+        )
         manifest["inputs"] = {"files": records, "total_bytes": total_bytes}
         manifest["fingerprint"] = fingerprint(settings, records)
         written += [path for writer in writers.values() for path in writer.written]
@@ -485,18 +533,19 @@ def encode_and_write(
     files: list[Path],
     settings: PrepareSettings,
     total_bytes: int,
-    tokenizer: Any,
+    tokenizer_and_end: tuple[Any, str],
     blocks: Callable[[str], Iterator[tuple[Any, str]]],
     writers: dict[str, ShardWriter],
 ) -> dict[str, Any]:
     """Encode every document, write the shards; the manifest's description of them."""
+    tokenizer, end_of_document = tokenizer_and_end
     if tokenizer is None:
         vocab_size, end = BYTE_VOCAB_SIZE, BYTE_END_OF_DOCUMENT
         token_bytes = np.ones(vocab_size, dtype=np.int64)
     else:
         from scaletrain.data.codec import BPECodec
 
-        vocab_size, end = tokenizer.get_vocab_size(), tokenizer.token_to_id(END_OF_DOCUMENT)
+        vocab_size, end = tokenizer.get_vocab_size(), tokenizer.token_to_id(end_of_document)
         token_bytes = BPECodec(out / TOKENIZER_FILE).token_bytes().numpy()
     dtype = shards.token_dtype(vocab_size)
     for split in SPLITS:
@@ -530,7 +579,7 @@ def encode_and_write(
     return {
         "format": shards.FORMAT,
         "version": shards.VERSION,
-        "tokenizer": settings.tokenizer,
+        "tokenizer": "bpe" if tokenizer is not None else "bytes",
         "vocab_size": vocab_size,
         "dtype": dtype.str,
         "end_of_document": end,

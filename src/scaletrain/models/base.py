@@ -13,6 +13,7 @@ from omegaconf import DictConfig, OmegaConf
 from torchmetrics import MeanMetric
 
 from scaletrain.conventions import IGNORE_INDEX
+from scaletrain.nets.build import build_net as build
 from scaletrain.nets.init import initialize, reset_value, resettable, uncovered
 from scaletrain.parallel.apply import FSDPOptions, parallelize
 from scaletrain.parallel.materialize import is_on_meta, materialize, parameters_on_meta
@@ -32,7 +33,7 @@ def build_net(config: dict, seed: int, empty: bool) -> tuple[Any, dict]:
     if empty:
         random_state = torch.get_rng_state()  # a whole build below draws as if first
         with parameters_on_meta():
-            net = instantiate(config)
+            net = build(config)
         strays = [name for name in uncovered(net) if not resettable(net, name)]
         if not strays:
             return net, {name: reset_value(net, name, seed) for name in uncovered(net)}
@@ -45,7 +46,7 @@ def build_net(config: dict, seed: int, empty: bool) -> tuple[Any, dict]:
                 ", ".join(strays),
             )
         torch.set_rng_state(random_state)
-    net = instantiate(config)
+    net = build(config)
     return initialize(net, seed), {}
 
 
@@ -101,6 +102,9 @@ class ScaleModule(L.LightningModule):
         # seeded by the caller (the runner seeds every rank alike before building)
         self.init_seed = torch.initial_seed()
         self.net, self.computed_init = build_net(self.hparams.net, self.init_seed, empty_init)
+        standalone = getattr(self.net, "standalone_config", None)
+        if callable(standalone):  # checkpoints rebuild the net without the files it read
+            self.hparams.net = {**self.hparams.net, **standalone()}
         self.net_plan = NetPlan.of(self.net, self.hparams.parallel)
         strays = uncovered(self.net)
         if strays and is_global_rank_zero():

@@ -8,6 +8,10 @@ rest: one process building the whole net and each rank of a sharded run computin
 the rows it holds (see ``scaletrain.parallel.materialize``) get the same values, and no
 rank needs more than one block besides its shards.
 
+A net that starts from saved weights (a ``pretrained_weights`` attribute, see
+``scaletrain.nets.weights``) takes each parameter those files hold from them instead,
+read whole or, by ``scaletrain.parallel.materialize``, just the rows a rank holds.
+
 How a block is drawn (every element independently, by a rule that depends only on the
 parameter) comes, first, from the net's own ``init_parameter(name, value, generator)``
 where it has one; else from :func:`standard_rule`, PyTorch's own default distribution for
@@ -21,6 +25,7 @@ import copy
 import hashlib
 import math
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -118,9 +123,23 @@ def rule_for(net: nn.Module, name: str) -> Rule | None:
     return standard_rule(module, attribute)
 
 
+def saved_weights(net: nn.Module) -> Any:
+    """The saved weights ``net`` starts from (a ``WeightFiles``), or None."""
+    return getattr(net, "pretrained_weights", None)
+
+
+def is_saved(net: nn.Module, name: str) -> bool:
+    weights = saved_weights(net)
+    return weights is not None and name in weights
+
+
 def uncovered(net: nn.Module) -> list[str]:
-    """The parameters of ``net`` that no rule covers."""
-    return [name for name, _ in net.named_parameters() if rule_for(net, name) is None]
+    """The parameters of ``net`` that neither saved weights nor a rule cover."""
+    return [
+        name
+        for name, _ in net.named_parameters()
+        if not is_saved(net, name) and rule_for(net, name) is None
+    ]
 
 
 def resettable(net: nn.Module, name: str) -> bool:
@@ -159,7 +178,9 @@ def reset_value(net: nn.Module, name: str, seed: int) -> torch.Tensor:
 
 def initial_value(net: nn.Module, name: str, seed: int, out: torch.Tensor) -> torch.Tensor:
     """Fill ``out`` (the parameter's full shape, contiguous) with its initial value."""
-    if rule_for(net, name) is None:
+    if is_saved(net, name):
+        out.copy_(saved_weights(net).read(name, out.shape))
+    elif rule_for(net, name) is None:
         out.copy_(reset_value(net, name, seed))
     else:
         fill_flat_range(net, name, seed, out.numel(), out.view(-1), 0)
@@ -171,6 +192,6 @@ def initialize(net: nn.Module, seed: int) -> nn.Module:
     """Set every parameter of a net that holds whole parameters to its initial value (one
     that no rule covers and whose module cannot reset it keeps its constructor's value)."""
     for name, param in net.named_parameters():
-        if rule_for(net, name) is not None or resettable(net, name):
+        if is_saved(net, name) or rule_for(net, name) is not None or resettable(net, name):
             initial_value(net, name, seed, param.data)
     return net

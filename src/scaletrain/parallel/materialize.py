@@ -5,7 +5,8 @@ full weights equal those of a single process with the same seed.
 
 Where a rank's shard is a range of the parameter's rows (FSDP2's shards, tensor
 parallel's column-wise layers and embeddings), it draws just those rows, one block of
-the initial value at a time. Other shards (tensor parallel's row-wise layers, which split
+the initial value at a time, or reads just those rows from the saved weights the net
+starts from. Other shards (tensor parallel's row-wise layers, which split
 columns, and FSDP2 over them) are cut from the full value of that one parameter.
 """
 
@@ -16,7 +17,7 @@ import torch
 from torch import nn
 from torch.distributed.tensor import DTensor, Shard, distribute_tensor
 
-from scaletrain.nets.init import fill_flat_range, initial_value
+from scaletrain.nets.init import fill_flat_range, initial_value, is_saved, saved_weights
 
 
 def is_on_meta(net: nn.Module) -> bool:
@@ -81,6 +82,9 @@ def materialize(
         rows = held_rows(param)
         if name in computed:
             value = computed[name].to(param.dtype)
+        elif rows is not None and is_saved(net, name):
+            local.copy_(saved_weights(net).read(name, param.shape, rows))
+            continue
         elif rows is not None and local.is_contiguous():
             width = param.numel() // param.shape[0] if param.shape[0] else 0
             fill_flat_range(net, name, seed, param.numel(), local.view(-1), rows.start * width)
