@@ -264,6 +264,8 @@ def test_an_export_over_an_existing_directory_needs_force(exports, tmp_path):
     export(exports["single-run"], target, force=True)
     assert not (target / "mine.txt").exists() and (target / "config.json").is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["out"]  # no scratch left beside it
+    (tmp_path / "made").mkdir()  # the export's permissions are those of any directory made
+    assert target.stat().st_mode & 0o777 == (tmp_path / "made").stat().st_mode & 0o777
 
 
 def test_a_failed_export_leaves_the_target_as_it_was(tmp_path):

@@ -22,24 +22,35 @@ from tests.test_mnist import write_mnist
 
 pytestmark = pytest.mark.slow  # starts training runs as subprocesses
 
-SECTION = r"^## {title}\n(.*?)^##"  # up to the next section or subsection
+SECTION = r"^##+ {title}\n(.*?)^##"  # up to the next section or subsection
 BASH = re.compile(r"^```bash\n(.*?)^```", re.S | re.M)
+PYTHON = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 # keeps a training command short: the defaults train for seconds to minutes
 CAP = ["trainer.max_steps=20", "trainer.limit_val_batches=2", "trainer.limit_test_batches=2"]
 STDLIB = Path(os.__file__).parent
 
 
+def section(title: str) -> str:
+    (text,) = re.findall(SECTION.format(title=title), (REPO / "README.md").read_text(), re.S | re.M)
+    return text
+
+
 def commands(title: str) -> list[str]:
     """The command lines of a README section's bash blocks, comments removed."""
-    (section,) = re.findall(
-        SECTION.format(title=title), (REPO / "README.md").read_text(), re.S | re.M
-    )
     lines = [
         line.split("  #")[0].strip()
-        for block in BASH.findall(section)
+        for block in BASH.findall(section(title))
         for line in block.splitlines()
     ]
     return [line for line in lines if line and not line.startswith("#")]
+
+
+def kind_of(line: str) -> str:
+    """Which of the newcomer's runs a command makes or is about: the GPT's (generate),
+    the fine-tuned one's (export) or the MLP's."""
+    if "experiment=gpt" in line:
+        return "gpt"
+    return "hf" if "experiment=hf" in line or "scaletrain.export" in line else "mlp"
 
 
 class Newcomer:
@@ -54,7 +65,7 @@ class Newcomer:
     def run(self, line: str) -> subprocess.CompletedProcess:
         if line.startswith("python -m scaletrain.train") and "--cfg" not in line:
             line = f"{line} {' '.join(CAP)}"
-        kind = "gpt" if "scaletrain.generate" in line else "mlp"
+        kind = kind_of(line.replace("scaletrain.generate", "experiment=gpt"))
         if "<run>" in line:
             line = line.replace("outputs/runs/<run>", str(self.runs[kind].relative_to(self.home)))
         before = set(self.run_dirs())
@@ -68,7 +79,7 @@ class Newcomer:
         )
         assert done.returncode == 0, f"{line}\n{done.stdout}\n{done.stderr}"
         for run_dir in set(self.run_dirs()) - before:
-            self.runs["gpt" if "experiment=gpt" in line else "mlp"] = run_dir
+            self.runs[kind_of(line)] = run_dir
         return done
 
     def run_dirs(self) -> list[Path]:
@@ -148,3 +159,24 @@ def test_the_configuration_examples_run_as_written(tmp_path):
             assert "model:" in done.stdout and "strategy:" in done.stdout
         if "print_config=true" in line:
             assert done.stdout.index("model") < done.stdout.index("run directory")
+
+
+def test_the_fine_tuning_commands_run_as_written(tmp_path):
+    """From making the stand-in checkpoint to generating with transformers from the
+    export (the section's Python block, run as a script)."""
+    user = Newcomer(tmp_path)
+    (tmp_path / "scripts").symlink_to(REPO / "scripts")  # the commands run from a checkout
+    lines = commands("Fine-tune a Hugging Face model")
+    assert [line.split()[1 if line.startswith("python scripts") else 2] for line in lines] == [
+        "scripts/make_tiny_llama.py",
+        "scaletrain.prepare",
+        "scaletrain.train",
+        "scaletrain.export",
+    ]
+    for line in lines:
+        user.run(line)
+    assert (tmp_path / "exported" / "tiny-llama" / "config.json").is_file()
+    (program,) = PYTHON.findall(section("Fine-tune a Hugging Face model"))
+    (tmp_path / "serve.py").write_text(program)
+    done = user.run("python serve.py")
+    assert done.stdout.startswith("Return the"), done.stdout

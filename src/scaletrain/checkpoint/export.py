@@ -63,6 +63,9 @@ def write_directory(out: Path, write: Callable[[Path], None], force: bool) -> No
         raise FileExistsError(f"--out {out}: exists; add --force to replace it")
     out.parent.mkdir(parents=True, exist_ok=True)
     scratch = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".partial"))
+    umask = os.umask(0)
+    os.umask(umask)
+    scratch.chmod(0o777 & ~umask)  # as a directory made with mkdir (mkdtemp's is private)
     try:
         write(scratch)
         if out.exists():
