@@ -19,9 +19,6 @@ import sys
 import sysconfig
 from pathlib import Path
 
-END_OF_DOCUMENT = "<|endoftext|>"
-
-
 DOCUMENTED = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
 
 
@@ -41,22 +38,6 @@ def stdlib_docstrings() -> list[str]:
     return texts
 
 
-def train_tokenizer(texts: list[str], vocab_size: int):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=[END_OF_DOCUMENT],
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(texts, trainer)
-    return tokenizer
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("out", type=Path, help="the checkpoint directory to write")
@@ -70,9 +51,11 @@ def main() -> None:
     import torch
     import transformers
 
+    from scaletrain.data.preparation import END_OF_DOCUMENT, train_bpe
+
     texts = stdlib_docstrings()
     tokenizer = transformers.PreTrainedTokenizerFast(
-        tokenizer_object=train_tokenizer(texts, args.vocab_size),
+        tokenizer_object=train_bpe(iter(texts), args.vocab_size),
         eos_token=END_OF_DOCUMENT,
         bos_token=END_OF_DOCUMENT,
     )

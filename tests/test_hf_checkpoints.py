@@ -40,6 +40,7 @@ transformers = pytest.importorskip("transformers")
 
 LAYOUTS = {
     "single": [],
+    "ddp": PARITY_STRATEGIES["ddp"],
     "fsdp": PARITY_STRATEGIES["fsdp"],
     "model_sharded": PARITY_STRATEGIES["model_sharded"],
     "pipeline": PIPELINE,
