@@ -84,8 +84,14 @@ def test_a_killed_rank_ends_the_job_within_5_seconds(tmp_path, rank):
     assert gone_after < 5, f"processes of the job ran {gone_after:.1f} s after the kill"
 
     assert job.process.returncode != 0
-    if rank == 1:  # rank 0 survived the kill and says why it stops
-        assert "error: lost contact with another rank of this job" in job.output, job.output
+    if rank == 1:  # rank 0 survived the kill and says why it stops, or Lightning does:
+        # its watch over the ranks it started ends them all, itself included, when one
+        # dies; on a busy machine that watch can act before rank 0's next collective fails
+        said = (
+            "error: lost contact with another rank of this job",
+            "terminated with code -9. Forcefully terminating all other processes",
+        )
+        assert any(line in job.output for line in said), job.output
     assert torch.load(last, weights_only=True)["global_step"] >= 5  # intact
 
 

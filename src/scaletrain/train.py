@@ -19,6 +19,7 @@ from scaletrain.cli.resume import expand_resume
 from scaletrain.config import CONFIG_DIR
 from scaletrain.reporting.metrics import collect_metrics, training_summary
 from scaletrain.reporting.record import RunRecord, resume_command
+from scaletrain.runtime.ranks import elastic_restarts, is_global_rank_zero
 
 log = logging.getLogger("scaletrain")
 
@@ -42,8 +43,14 @@ def train(cfg: DictConfig, record: RunRecord) -> dict[str, float]:
     """Fit and test as ``cfg`` says; return the final metrics."""
     runner.preflight(cfg)
     checkpoint_dir = OmegaConf.select(cfg, "callbacks.last_checkpoint.dirpath")
-    ckpt = resolve_last(cfg.ckpt_path, Path(checkpoint_dir or record.run_dir / "checkpoints"))
-    resuming_in_place = cfg.ckpt_path == "last" and not record.new
+    requested = cfg.ckpt_path
+    restarts = elastic_restarts()
+    if requested is None and restarts:  # workers torchrun's agent restarted go on
+        requested = "last"
+        if is_global_rank_zero():
+            log.info("restart %d by torchrun's agent: resuming from the run's last.ckpt", restarts)
+    ckpt = resolve_last(requested, Path(checkpoint_dir or record.run_dir / "checkpoints"))
+    resuming_in_place = requested == "last" and not record.new
     hint = f"{resume_command(record.run_dir)} resumes with the run's own settings"
     attempt = runner.start(cfg, record, ckpt, hint if resuming_in_place else None)
     model, datamodule, trainer = attempt.model, attempt.datamodule, attempt.trainer

@@ -6,8 +6,11 @@ saves a top-k checkpoint (Lightning 2.6): once the monitored metric stops improv
 last.ckpt stays at the best epoch, and a resume from it repeats every epoch since. Here
 the latest state has a callback of its own, independent of any metric: last.ckpt is
 written after every validation, at the end of every epoch, every ``every_n_train_steps``
-optimizer steps where asked, and when training ends; the preemption stop saves through
-it too. The best checkpoint stays with ``ModelCheckpoint``.
+optimizer steps and every ``every_n_minutes`` where asked, and when training ends; the
+preemption stop saves through it too. Where ``keep_last`` is set, the last that many of
+these saves are also kept as ``step-<step>.ckpt`` (hard links to the files of
+last.ckpt: no second write), older ones removed once the new one is in place. The best
+checkpoint stays with ``ModelCheckpoint``.
 
 It is a ``Checkpoint`` callback, so Lightning runs it after the other callbacks of each
 hook, and the state it saves holds the best-checkpoint callback's score of that very
@@ -15,14 +18,20 @@ validation.
 """
 
 import logging
+import re
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import lightning as L
+import torch
+import torch.distributed as dist
 from lightning.pytorch.callbacks import Callback, Checkpoint, ModelCheckpoint
 from lightning.pytorch.trainer.states import TrainerFn
 
 from scaletrain import compat
+from scaletrain.checkpoint.atomic import InBackground, keep_copy, remove
 from scaletrain.checkpoint.contents import LAST
 
 log = logging.getLogger("scaletrain")
@@ -45,16 +54,39 @@ class LatestCheckpoint(Checkpoint):
         dirpath: the run's checkpoint directory.
         every_n_train_steps: also write every this many optimizer steps (None: only at
             validations, epoch ends and the end of training).
+        every_n_minutes: also write once this many minutes have passed since the last
+            write, by rank 0's clock: every rank saves after the same step.
+        keep_last: keep the last this many writes as ``step-<step>.ckpt`` too (None:
+            last.ckpt alone).
+        async_save: write in the background from a snapshot of the state, training going
+            on meanwhile (see ``scaletrain.checkpoint.background``).
     """
 
-    def __init__(self, dirpath: str, every_n_train_steps: int | None = None) -> None:
-        if every_n_train_steps is not None and every_n_train_steps < 1:
+    def __init__(
+        self,
+        dirpath: str,
+        every_n_train_steps: int | None = None,
+        every_n_minutes: float | None = None,
+        keep_last: int | None = None,
+        async_save: bool = False,
+    ) -> None:
+        for name, value in (("every_n_train_steps", every_n_train_steps), ("keep_last", keep_last)):
+            if value is not None and value < 1:
+                raise ValueError(
+                    f"callbacks.last_checkpoint.{name}={value}: must be a positive integer, or null"
+                )
+        if every_n_minutes is not None and not 0 < every_n_minutes < float("inf"):
             raise ValueError(
-                f"callbacks.last_checkpoint.every_n_train_steps={every_n_train_steps}: "
-                "must be a positive integer, or null"
+                f"callbacks.last_checkpoint.every_n_minutes={every_n_minutes}: must be a "
+                "positive number of minutes, or null"
             )
         self.path = Path(dirpath) / LAST
         self.every_n_train_steps = every_n_train_steps
+        self.every_n_minutes = every_n_minutes
+        self.keep_last = keep_last
+        self.async_save = async_save
+        self.last_write = time.monotonic()
+        self.pending: tuple[Any, torch.Tensor] | None = None  # rank 0's word on the clock
         self.validations = 0  # validations run during this fit
         self.saved: tuple[int, int] | None = None  # (step, validations) last written
         # the metrics logged last before the state this run resumed from
@@ -82,9 +114,48 @@ class LatestCheckpoint(Checkpoint):
 
     def save(self, trainer: L.Trainer) -> Path:
         """Write the current state now (every rank calls this: sharded saves are collective)."""
-        trainer.save_checkpoint(self.path, weights_only=False)  # the whole state, to resume
+        keep = None  # rank 0 keeps the copies (a sharded checkpoint is one directory)
+        if self.keep_last and trainer.is_global_zero:
+            keep = self.retain(trainer.global_step)
+        if self.async_save:  # kept once written, in the background
+            trainer.save_checkpoint(self.path, False, storage_options=InBackground(then=keep))
+        else:
+            trainer.save_checkpoint(self.path, weights_only=False)  # the whole state, to resume
+            if keep is not None:
+                keep()
         self.saved = (trainer.global_step, self.validations)
+        self.last_write = time.monotonic()
         return self.path
+
+    def retain(self, step: int) -> Callable[[], None]:
+        """What keeps the checkpoint of ``step`` as ``step-<step>.ckpt`` once last.ckpt
+        holds it, and removes those older than the last ``keep_last``."""
+
+        def keep() -> None:
+            keep_copy(self.path, self.path.with_name(f"step-{step:06d}.ckpt"))
+            for old in kept_checkpoints(self.path.parent)[: -self.keep_last]:
+                remove(old)
+
+        return keep
+
+    def minutes_passed(self, trainer: L.Trainer) -> bool:
+        """Whether ``every_n_minutes`` have passed since the last write, as rank 0 found
+        at the previous step: its word is broadcast without waiting and read one step
+        later, so that no rank waits and all save after the same step."""
+        if self.every_n_minutes is None:
+            return False
+        due = time.monotonic() - self.last_write >= 60 * self.every_n_minutes
+        if trainer.world_size == 1:
+            return due
+        passed = False
+        if self.pending is not None:
+            work, flag = self.pending
+            work.wait()
+            passed = bool(flag.item())
+        # a save follows this answer: the next one counts from it
+        flag = torch.tensor([int(due and not passed)], device=trainer.strategy.root_device)
+        self.pending = (dist.broadcast(flag, src=0, async_op=True), flag)
+        return passed
 
     @property
     def saved_step(self) -> int | None:
@@ -108,10 +179,15 @@ class LatestCheckpoint(Checkpoint):
         # a resume starts from what is already on disk
         self.validations = 0
         self.saved = (trainer.global_step, 0) if trainer.ckpt_path else None
+        self.last_write = time.monotonic()
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if (batch_idx + 1) % trainer.accumulate_grad_batches:
+            return  # inside a gradient-accumulation window: no optimizer step yet
         every = self.every_n_train_steps
-        if every and trainer.global_step % every == 0 and not ends_epoch(trainer):
+        by_steps = bool(every) and trainer.global_step % every == 0
+        by_clock = self.minutes_passed(trainer)  # every rank, every step: they agree
+        if (by_steps or by_clock) and not ends_epoch(trainer):
             self._save_if_new(trainer)
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
@@ -127,7 +203,23 @@ class LatestCheckpoint(Checkpoint):
         self._save_if_new(trainer)
 
     def on_train_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.pending is not None:
+            self.pending[0].wait()  # the last broadcast, answered by now: leave none behind
+            self.pending = None
         self._save_if_new(trainer)
+
+
+STEP_CHECKPOINT = re.compile(r"step-(\d+)\.ckpt")
+
+
+def kept_checkpoints(directory: Path) -> list[Path]:
+    """The ``step-<step>.ckpt`` checkpoints of ``directory``, oldest first."""
+    steps = {}
+    for path in directory.iterdir():
+        match = STEP_CHECKPOINT.fullmatch(path.name)
+        if match:
+            steps[path] = int(match[1])
+    return sorted(steps, key=steps.get)
 
 
 def latest_checkpoint(trainer: L.Trainer) -> LatestCheckpoint | None:

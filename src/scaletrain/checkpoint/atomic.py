@@ -17,11 +17,70 @@ import contextlib
 import os
 import shutil
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import torch
 from lightning.fabric.plugins.io.torch_io import TorchCheckpointIO
+from torch.distributed.tensor import DTensor
+
+from scaletrain.checkpoint.background import BackgroundWrites, snapshot
+
+
+class SaveFailed(OSError):
+    """A checkpoint that could not be written (a full disk, a failed write): nothing of it
+    is left, and the checkpoints written before it are intact.
+
+    Attributes: ``path`` (the checkpoint), ``needed`` (the bytes this process had to
+    write), ``free`` (the bytes left on that file system), ``reason`` (the error, in
+    words), ``ranks`` (the processes writing their parts of it, each raising this).
+    """
+
+    def __init__(self, path: Path, needed: int, reason: BaseException, ranks: int = 1) -> None:
+        self.path, self.needed = Path(path), needed
+        self.ranks = ranks  # of a sharded save: each writes its part, and each raises this
+        self.free = free_bytes(self.path.parent)
+        self.reason = reason_of(reason)
+        super().__init__(f"writing {self.path} failed: {self.reason}")
+
+
+def reason_of(error: BaseException) -> str:
+    """The operating system's words for the first ``OSError`` behind ``error``, else the
+    first line of the innermost error (a sharded save's exception carries each failed
+    rank's, without their causes)."""
+    seen, innermost = [error], error
+    while seen:
+        current = seen.pop(0)
+        if isinstance(current, OSError) and current.strerror:
+            return current.strerror
+        failures = getattr(current, "failures", None)  # torch.distributed.checkpoint's
+        if isinstance(failures, dict):
+            seen += [failure[0] for failure in failures.values()]
+        seen += [cause for cause in (current.__cause__, current.__context__) if cause]
+        if current is not error and not isinstance(failures, dict):
+            innermost = current
+    lines = [line for line in str(innermost).splitlines() if line.strip()]
+    return " ".join(lines[-1].split())[:200] if lines else type(innermost).__name__
+
+
+def free_bytes(directory: Path) -> int:
+    while not directory.exists() and directory != directory.parent:
+        directory = directory.parent
+    return shutil.disk_usage(directory).free
+
+
+def state_bytes(state: Any) -> int:
+    """The bytes of the tensors in ``state`` that this process holds (its shards)."""
+    if isinstance(state, DTensor):
+        return state.to_local().nbytes
+    if isinstance(state, torch.Tensor):
+        return state.nbytes
+    if isinstance(state, dict):
+        return sum(state_bytes(value) for value in state.values())
+    if isinstance(state, list | tuple):
+        return sum(state_bytes(value) for value in state)
+    return 0
 
 
 def scratch_path(path: Path) -> Path:
@@ -82,6 +141,30 @@ def write_file_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None
     replace_path(scratch, path)
 
 
+def link_file(source: Path, target: Path) -> None:
+    """``target`` as another name of the file ``source`` (its copy where the file system
+    has no hard links)."""
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+
+
+def keep_copy(path: Path, copy: Path) -> None:
+    """Keep the checkpoint ``path`` (a file or a sharded directory) also as ``copy``,
+    without writing it again: hard links to its files, which a later replacement of
+    ``path`` (a rename of a new file over it) leaves as they are. Atomic like a save."""
+    scratch = scratch_path(copy)
+    remove(scratch)
+    if path.is_dir():
+        scratch.mkdir()
+        for file in path.iterdir():
+            link_file(file, scratch / file.name)
+    else:
+        link_file(path, scratch)
+    replace_path(scratch, copy)
+
+
 def recover_checkpoint(path: Path) -> None:
     """Undo a replacement that a kill cut off between its two renames."""
     aside = aside_path(path)
@@ -91,9 +174,22 @@ def recover_checkpoint(path: Path) -> None:
             os.replace(aside, path)
 
 
+@dataclass(frozen=True)
+class InBackground:
+    """``storage_options`` of a save that training does not wait for (see
+    ``scaletrain.checkpoint.background``); ``then`` runs once the checkpoint is in place."""
+
+    then: Callable[[], None] | None = None
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
     """Lightning's checkpoint writer for single files, with :func:`write_file_atomically`
-    for local paths (remote ones keep Lightning's transaction)."""
+    for local paths (remote ones keep Lightning's transaction), in the background where
+    the save asks for it (``storage_options=InBackground()``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.background = BackgroundWrites()
 
     def save_checkpoint(
         self,
@@ -101,6 +197,30 @@ class AtomicCheckpointIO(TorchCheckpointIO):
         path: str | os.PathLike,
         storage_options: Any | None = None,
     ) -> None:
+        if isinstance(storage_options, InBackground):
+            self.background.submit(
+                lambda: snapshot(checkpoint),
+                lambda state: self.write(state, Path(path), storage_options.then),
+            )
+            return
+        self.background.wait()  # saves are written in the order they were made
         if storage_options is not None or "://" in str(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
-        write_file_atomically(Path(path), lambda file: torch.save(checkpoint, file))
+        self.write(checkpoint, Path(path))
+
+    @staticmethod
+    def write(checkpoint: dict[str, Any], path: Path, then: Callable[[], None] | None = None):
+        try:
+            write_file_atomically(path, lambda file: torch.save(checkpoint, file))
+        except (OSError, RuntimeError) as error:  # torch.save reports a failed write either way
+            raise SaveFailed(path, state_bytes(checkpoint), error) from error
+        if then is not None:
+            then()
+
+    def remove_checkpoint(self, path: str | os.PathLike) -> None:
+        self.background.wait()  # a checkpoint goes only once the one replacing it is written
+        super().remove_checkpoint(path)
+
+    def teardown(self) -> None:
+        self.background.wait()  # training ends with every checkpoint written
+        super().teardown()

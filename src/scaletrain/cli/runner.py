@@ -39,7 +39,12 @@ from scaletrain.reporting.hparams import end_session
 from scaletrain.reporting.metrics import METRICS_FILE, write_json
 from scaletrain.reporting.record import RunRecord
 from scaletrain.reporting.tensorboard import drop_removed_runs, list_run
-from scaletrain.runtime.launch import job_overrides, job_processes, wait_for_started_ranks
+from scaletrain.runtime.launch import (
+    job_overrides,
+    job_processes,
+    meet_in_a_fresh_store,
+    wait_for_started_ranks,
+)
 from scaletrain.runtime.memory import mark_baseline
 from scaletrain.runtime.quiet import FILE_ONLY, set_verbosity
 from scaletrain.runtime.ranks import is_global_rank_zero, local_rank
@@ -98,6 +103,7 @@ def start(
     """Build the attempt for a config that passed :func:`preflight`, starting from
     ``checkpoint``; once it is built, record it. ``checkpoint_hint`` is added to the
     problems of a checkpoint that does not fit the model."""
+    meet_in_a_fresh_store()  # workers torchrun restarted: before Lightning forms the group
     mark_baseline()  # what the model costs is measured from here (perf/* memory figures)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     datamodule = instantiate(cfg.data)
@@ -172,7 +178,7 @@ def run_job(
         with (
             job_processes(module, bool(cfg.get("verbose", False)), resume_hint),
             settled_on_failure(record, cfg),
-            user_errors(*USER_ERRORS, logged=lambda: record.started),
+            user_errors(*USER_ERRORS, logged=lambda: record.started, resume_hint=resume_hint),
         ):
             return work(record)
     except Preempted as preempted:

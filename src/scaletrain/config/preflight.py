@@ -74,6 +74,17 @@ LIMITS = (
     ("trainer.limit_val_batches", fraction_or_count, "a fraction in [0, 1] or a count >= 0"),
     ("trainer.limit_test_batches", fraction_or_count, "a fraction in [0, 1] or a count >= 0"),
     ("trainer.gradient_clip_val", lambda v: v >= 0, ">= 0, or null for no clipping"),
+    (
+        "callbacks.last_checkpoint.every_n_train_steps",
+        lambda v: v >= 1,
+        "a positive integer or null",
+    ),
+    (
+        "callbacks.last_checkpoint.every_n_minutes",
+        positive_finite,
+        "a positive number of minutes or null",
+    ),
+    ("callbacks.last_checkpoint.keep_last", lambda v: v >= 1, "a positive integer or null"),
 )
 
 

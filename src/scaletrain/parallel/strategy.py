@@ -14,16 +14,31 @@ parallel (``scaletrain.parallel.layout``), of size 1 where a strategy does not u
 """
 
 import os
+import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import torch
+import torch.distributed as dist
+import torch.distributed.checkpoint as dcp
 from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy, Strategy
 from omegaconf import DictConfig
+from torch.distributed.checkpoint.api import CheckpointException
 from torch.distributed.device_mesh import init_device_mesh
 from torch.optim import Optimizer
 
 from scaletrain import compat
-from scaletrain.checkpoint.atomic import remove, replace_path, scratch_path
+from scaletrain.checkpoint.atomic import (
+    InBackground,
+    SaveFailed,
+    remove,
+    replace_path,
+    scratch_path,
+    state_bytes,
+)
+from scaletrain.checkpoint.background import BackgroundWrites, snapshot
+from scaletrain.checkpoint.consolidate import META_FILE
 from scaletrain.errors import ConfigError
 from scaletrain.parallel.apply import FSDPOptions
 from scaletrain.parallel.layout import MESH_DIMENSIONS, STRATEGIES, ParallelLayout
@@ -43,6 +58,8 @@ class ShardedStrategy(ModelParallelStrategy):
             save_distributed_checkpoint=save_distributed_checkpoint,
         )
         self.layout = layout
+        self.background = BackgroundWrites()  # sharded saves training does not wait for
+        self.background_group: Any = None  # their collectives, apart from training's
 
     def setup_environment(self) -> None:
         compat.set_up_with_mesh(
@@ -68,11 +85,70 @@ class ShardedStrategy(ModelParallelStrategy):
         if not compat.saves_distributed_checkpoint(self):
             # one full file, written by rank 0 through the atomic CheckpointIO
             return compat.save_single_file(self, checkpoint, path, storage_options)
+        if isinstance(storage_options, InBackground):
+            return self.save_sharded_in_background(checkpoint, path, storage_options.then)
+        self.background.wait()  # saves are written in the order they were made
+        self.save_sharded(checkpoint, path)
+
+    def save_sharded_in_background(
+        self, checkpoint: dict[str, Any], path: Path, then: Callable[[], None] | None
+    ) -> None:
+        """Write a distributed checkpoint at ``path`` while training goes on: each rank's
+        shards are copied to host memory now (``torch.distributed.checkpoint.async_save``)
+        and written by a background thread, whose collectives use a process group of
+        their own; once every rank's are written, rank 0 swaps the checkpoint into place
+        as a synchronous save does, then runs ``then``."""
+        self.background.wait()
         scratch = scratch_path(path)
         if self.global_rank == 0:
             remove(scratch)  # left by a save that was killed
         self.barrier("scratch directory cleared")
-        super().save_checkpoint(checkpoint, scratch, storage_options)
+        if self.background_group is None:
+            self.background_group = dist.new_group(backend="gloo")
+        needed = state_bytes(checkpoint)
+
+        def stage() -> tuple[Any, dict[str, Any]]:
+            shards = {"state_dict": checkpoint.pop("state_dict")}
+            for index, state in enumerate(checkpoint.pop("optimizer_states", [])):
+                shards[f"optimizer_{index}"] = state
+            written = dcp.async_save(
+                shards, checkpoint_id=scratch, process_group=self.background_group
+            )
+            return written, snapshot(checkpoint)  # the rest, as it is at this step
+
+        def put_in_place(staged: tuple[Any, dict[str, Any]]) -> None:
+            written, rest = staged
+            try:
+                written.result()  # every rank's shards written (rank 0 gathers their word)
+            except BaseException as error:
+                shutil.rmtree(scratch, ignore_errors=True)
+                raise SaveFailed(path, needed, error, ranks=self.world_size) from error
+            if self.global_rank == 0:
+                torch.save(rest, scratch / META_FILE)
+                replace_path(scratch, path)
+                if then is not None:
+                    then()
+
+        self.background.submit(stage, put_in_place)
+
+    def teardown(self) -> None:
+        self.background.wait()  # training ends with every checkpoint written
+        super().teardown()
+
+    def save_sharded(self, checkpoint: dict[str, Any], path: Path) -> None:
+        """Write a distributed checkpoint at ``path``, replacing the one there at once."""
+        scratch = scratch_path(path)
+        if self.global_rank == 0:
+            remove(scratch)  # left by a save that was killed
+        self.barrier("scratch directory cleared")
+        needed = state_bytes(checkpoint)  # Lightning's save takes the tensors out of it
+        try:
+            super().save_checkpoint(checkpoint, scratch)
+        except BaseException as error:  # every rank hears of any rank's failed write
+            if not isinstance(error, CheckpointException | OSError | RuntimeError):
+                raise
+            shutil.rmtree(scratch, ignore_errors=True)  # every rank: none may wait on another
+            raise SaveFailed(path, needed, error, ranks=self.world_size) from error
         self.barrier("every shard written")
         if self.global_rank == 0:
             replace_path(scratch, path)

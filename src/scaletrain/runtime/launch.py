@@ -17,6 +17,7 @@ import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 
 import lightning as L
 import torch
@@ -27,7 +28,7 @@ from hydra.utils import get_original_cwd
 from scaletrain import compat
 from scaletrain.runtime import signals
 from scaletrain.runtime.quiet import set_verbosity
-from scaletrain.runtime.ranks import local_rank, node_rank, rank_log_name
+from scaletrain.runtime.ranks import elastic_restarts, local_rank, node_rank, rank_log_name
 
 log = logging.getLogger("scaletrain")
 
@@ -176,7 +177,14 @@ def lost_rank_exits(resume_hint: str | None) -> Iterator[None]:
             "error: lost contact with another rank of this job (killed, crashed or cut off): %s",
             reason,
         )
-        if resume_hint:
+        restarts_left = int(os.environ.get("TORCHELASTIC_MAX_RESTARTS", 0)) - elastic_restarts()
+        if restarts_left > 0:
+            log.info(
+                "torchrun's agent restarts the workers (%d restart(s) left): they resume from "
+                "the last complete checkpoint",
+                restarts_left,
+            )
+        elif resume_hint:
             log.info("checkpoints saved so far are intact; resume with: %s", resume_hint)
         sys.exit(1)
 
@@ -200,3 +208,30 @@ def job_processes(module: str, verbose: bool, resume_hint: str | None = None) ->
         lost_rank_exits(resume_hint),
     ):
         yield
+
+
+def meet_in_a_fresh_store() -> None:
+    """Form the process group of workers that torchrun's elastic agent restarted.
+
+    They meet in the agent's store, which still holds the keys the attempt before them
+    wrote: a worker that reads its peer's address from there before the peer has written
+    its new one connects to a process that is gone ("Connection refused"; torch's own
+    issue #167288, open). Here each attempt keeps to keys of its own (a prefix naming
+    it); Lightning then finds the group formed and uses it. Nothing changes for a first
+    attempt, nor where the workers host a store of their own."""
+    restarts = elastic_restarts()
+    shared = os.environ.get("TORCHELASTIC_USE_AGENT_STORE") == str(True)
+    if not restarts or not shared or dist.is_initialized():
+        return
+    agent_store = dist.TCPStore(
+        os.environ["MASTER_ADDR"],
+        int(os.environ["MASTER_PORT"]),
+        is_master=False,
+        timeout=timedelta(minutes=30),  # Lightning's default for forming the group
+    )
+    dist.init_process_group(
+        "cpu:gloo,cuda:nccl" if torch.cuda.is_available() else "gloo",
+        store=dist.PrefixStore(f"scaletrain/attempt-{restarts}", agent_store),
+        rank=int(os.environ["RANK"]),
+        world_size=int(os.environ["WORLD_SIZE"]),
+    )

@@ -20,6 +20,11 @@ def launcher_rank() -> int:
     return int(os.environ.get("RANK", os.environ.get("SLURM_PROCID", 0)))
 
 
+def elastic_restarts() -> int:
+    """How often torchrun's elastic agent has restarted this job's workers (0 at first)."""
+    return int(os.environ.get("TORCHELASTIC_RESTART_COUNT", 0))
+
+
 def is_global_rank_zero() -> bool:
     """Whether this process is rank 0 of the whole job, before the Trainer knows it: not
     a rank started by torchrun or srun, nor one Lightning starts, nor rank 0 of a node
