@@ -4,6 +4,7 @@ was made at, bit for bit as a synchronous save writes it (a write from live tens
 mix later steps into it)."""
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -19,16 +20,21 @@ RUN = [
     "callbacks.last_checkpoint.every_n_train_steps=5",
     "callbacks.last_checkpoint.keep_last=100",
     "trainer.max_steps=30",
+    "trainer.val_check_interval=10",
     "trainer.limit_val_batches=2",
     "test=false",
 ]
 
 
-def state_at(run, step: int, scratch) -> dict:
-    path = run.run_dir / "checkpoints" / f"step-{step:06d}.ckpt"
+def whole(path: Path, scratch: Path) -> dict:
+    """A checkpoint file, or a sharded one consolidated, loaded."""
     if is_sharded_checkpoint(path):
-        path = consolidate(path, scratch / f"{run.run_dir.name}-{step}.ckpt")
+        path = consolidate(path, scratch / f"{path.parent.parent.name}-{path.name}")
     return torch.load(path, weights_only=False)
+
+
+def state_at(run, step: int, scratch: Path) -> dict:
+    return whole(run.run_dir / "checkpoints" / f"step-{step:06d}.ckpt", scratch)
 
 
 def assert_same(found, expected, where: str = "") -> None:
@@ -55,6 +61,7 @@ def test_a_background_save_holds_its_own_step_while_training_goes_on(tmp_path, l
         *RUN,
         *strategy,
         "callbacks.last_checkpoint.async_save=true",
+        "callbacks.model_checkpoint.async_save=true",
         callback,
     )
     assert background.returncode == 0, background.output
@@ -73,3 +80,9 @@ def test_a_background_save_holds_its_own_step_while_training_goes_on(tmp_path, l
         for part in ("state_dict", "optimizer_states", "loops"):
             assert_same(found[part], expected[part], f"step {step} {part}")
     assert background.metrics["global_step"] == synchronous.metrics["global_step"] == 30
+    # the best checkpoint, written in the background too, is the synchronous one's
+    best = Path(background.metrics["best_checkpoint"])
+    assert best.name == Path(synchronous.metrics["best_checkpoint"]).name
+    found = whole(best, tmp_path)
+    expected = whole(Path(synchronous.metrics["best_checkpoint"]), tmp_path)
+    assert_same(found["state_dict"], expected["state_dict"], "best")

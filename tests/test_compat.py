@@ -179,3 +179,19 @@ def test_the_private_name_check_finds_a_private_use(tmp_path):
         "sample.py:7: torch._foreach_norm",
     ]
     assert torch.__version__  # the sample is parsed, never run
+
+
+def test_model_checkpoint_still_writes_through_its_save_hook():
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    source = inspect.getsource(ModelCheckpoint._save_checkpoint)
+    for step in (
+        "trainer.save_checkpoint(filepath, self.save_weights_only)",
+        "self._last_global_step_saved = trainer.global_step",
+        "self._last_checkpoint_saved = filepath",
+        "logger.after_save_checkpoint(proxy(self))",
+    ):
+        assert step in source, (
+            f"ModelCheckpoint._save_checkpoint no longer does {step!r}: the best checkpoint "
+            "written in the background misses it; see scaletrain.compat.save_model_checkpoint"
+        )

@@ -12,9 +12,11 @@ import subprocess
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from weakref import proxy
 
 import lightning as L
 import lightning.pytorch.strategies.launchers.subprocess_script as subprocess_script
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.strategies import ParallelStrategy, Strategy
 from omegaconf import DictConfig, Node
 from torch import nn
@@ -134,6 +136,25 @@ def set_up_with_mesh(strategy: Strategy, mesh: Callable[[], DeviceMesh]) -> None
     strategy._setup_distributed()
     strategy._device_mesh = mesh()
     strategy.lightning_module._device_mesh = strategy._device_mesh
+
+
+# -- Lightning: how ModelCheckpoint writes the best checkpoint ------------------------------
+#
+# ModelCheckpoint writes through its ``_save_checkpoint(trainer, filepath)``, which calls
+# ``trainer.save_checkpoint(filepath, save_weights_only)`` with no storage options, then
+# records the save and tells the loggers. A best checkpoint written in the background
+# needs the options: the override repeats that bookkeeping around a save that passes them.
+
+
+def save_model_checkpoint(
+    callback: ModelCheckpoint, trainer: L.Trainer, filepath: str, storage_options: Any
+) -> None:
+    trainer.save_checkpoint(filepath, callback.save_weights_only, storage_options)
+    callback._last_global_step_saved = trainer.global_step
+    callback._last_checkpoint_saved = filepath
+    if trainer.is_global_zero:
+        for logger in trainer.loggers:
+            logger.after_save_checkpoint(proxy(callback))
 
 
 # -- torch: device meshes -------------------------------------------------------------------

@@ -222,6 +222,20 @@ def kept_checkpoints(directory: Path) -> list[Path]:
     return sorted(steps, key=steps.get)
 
 
+class BestCheckpoint(ModelCheckpoint):
+    """Lightning's ``ModelCheckpoint`` (the best checkpoint by the monitored metric), and
+    with ``async_save`` written in the background from a snapshot, as last.ckpt can be;
+    the one it replaces is removed once it is written."""
+
+    def __init__(self, *args: Any, async_save: bool = False, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.async_save = async_save
+
+    def _save_checkpoint(self, trainer: L.Trainer, filepath: str) -> None:
+        options = InBackground() if self.async_save else None
+        compat.save_model_checkpoint(self, trainer, filepath, options)
+
+
 def latest_checkpoint(trainer: L.Trainer) -> LatestCheckpoint | None:
     """The run's :class:`LatestCheckpoint` callback, if it has one."""
     for callback in trainer.callbacks:
