@@ -64,6 +64,12 @@ def test_tiny_benchmark_writes_every_field(tmp_path):
     assert tokens["large_vs_small"] == (
         tokens["large"]["peak_rss_bytes"] / tokens["small"]["peak_rss_bytes"]
     )
+    for figures in results["checkpointing"].values():  # single and fsdp 2
+        assert figures["sync_saves"] == figures["async_saves"] >= 2
+        assert figures["async_vs_sync"] == figures["async_stall_sec"] / figures["sync_stall_sec"]
+        assert figures["checkpoint_bytes"] > 0 and figures["disk_write_mb_per_sec"] > 0
+    assert set(results["checkpointing"]) == {"single", "fsdp_2"}
+    assert "| training time lost per save, fsdp 2," in results["table"]
     assert results["compile"] is None  # measured outside --tiny only
     assert "| ddp 2 ranks / 1 rank, samples/s |" in results["table"]
     assert results["table"] in done.stdout

@@ -28,6 +28,8 @@ from hydra.utils import instantiate
 from lightning.pytorch.callbacks import Callback
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+from scaletrain.checkpoint.consolidate import is_sharded_checkpoint
+from scaletrain.checkpoint.export import sharded_tensors
 from scaletrain.config import CONFIG_DIR
 from scaletrain.config.build import build_trainer
 from scaletrain.reporting.tensorboard import event_dir
@@ -71,6 +73,10 @@ LARGE_GPT = [
     "data.context_length=64",
     "data.max_bytes=1000000",
 ]
+CHECKPOINT_LAYOUTS = {
+    "single": [],
+    "fsdp_2": ["strategy=fsdp", "trainer.devices=2"],
+}
 SETUP_LAYOUTS = {
     "ddp_2": ["strategy=ddp", "trainer.devices=2"],
     "fsdp_2": ["strategy=fsdp", "trainer.devices=2"],
@@ -353,6 +359,72 @@ def measure_setup_memory(overrides: list[str], root: Path, layouts: list[str]) -
     return results
 
 
+def size_on_disk(path: Path) -> int:
+    """The bytes of a checkpoint file, or of the files of a sharded one."""
+    if path.is_dir():
+        return sum(file.stat().st_size for file in path.rglob("*") if file.is_file())
+    return path.stat().st_size
+
+
+def load_seconds(path: Path) -> float:
+    """The time to read every tensor of a checkpoint into memory on one process."""
+    started = time.perf_counter()
+    if is_sharded_checkpoint(path):
+        sharded_tensors(path)
+    else:
+        torch.load(path, map_location="cpu", weights_only=False)
+    return time.perf_counter() - started
+
+
+def disk_write_seconds(directory: Path, size: int) -> float:
+    """The time to write ``size`` bytes to a new file in ``directory`` and flush them to
+    the disk: the file system's sequential write speed, the limit of any save."""
+    block = os.urandom(8 << 20)
+    probe = directory / "disk-probe"
+    started = time.perf_counter()
+    with open(probe, "wb") as file:
+        for _ in range(max(1, size // len(block))):
+            file.write(block)
+        file.flush()
+        os.fsync(file.fileno())
+    seconds = time.perf_counter() - started
+    probe.unlink()
+    return seconds
+
+
+def measure_checkpointing(overrides: list[str], root: Path, steps: int, every: int) -> dict:
+    """Training time lost per save (``perf/checkpoint_stall_sec``, the median over a
+    run's saves), synchronous against in the background, per layout; save and load
+    throughput against the disk's own sequential write speed, measured in the same run."""
+    results = {}
+    for name, layout in CHECKPOINT_LAYOUTS.items():
+        figures = {}
+        for mode in ("sync", "async"):
+            run_dir = root / f"checkpoint-{name}-{mode}"
+            perf = cli_run(
+                [
+                    *overrides,
+                    *layout,
+                    f"trainer.max_steps={steps}",
+                    "trainer.log_every_n_steps=1",
+                    f"callbacks.last_checkpoint.every_n_train_steps={every}",
+                    f"callbacks.last_checkpoint.async_save={mode == 'async'}",
+                ],
+                run_dir,
+            )
+            figures[f"{mode}_stall_sec"] = statistics.median(perf["perf/checkpoint_stall_sec"])
+            figures[f"{mode}_saves"] = len(perf["perf/checkpoint_stall_sec"])
+        last = root / f"checkpoint-{name}-sync" / "checkpoints" / "last.ckpt"
+        size = size_on_disk(last)
+        figures["checkpoint_bytes"] = size
+        figures["async_vs_sync"] = figures["async_stall_sec"] / figures["sync_stall_sec"]
+        figures["save_mb_per_sec"] = size / 1e6 / figures["sync_stall_sec"]
+        figures["load_mb_per_sec"] = size / 1e6 / load_seconds(last)
+        figures["disk_write_mb_per_sec"] = size / 1e6 / disk_write_seconds(root, size)
+        results[name] = figures
+    return results
+
+
 def text_corpus(directory: Path, total_bytes: int) -> Path:
     """``total_bytes`` of real text in files of 1 MiB: the standard library's source,
     repeated."""
@@ -477,6 +549,18 @@ def markdown(results: dict) -> str:
         f"{setup['ddp_2']['training_peak_bytes'] / 2**20:.0f} MiB = "
         f"**{setup['training_peak_fsdp_vs_ddp_2_ranks']:.2f}x** | <= 0.6 |"
     )
+    for name, figures in (results.get("checkpointing") or {}).items():
+        rows.append(
+            f"| training time lost per save, {name.replace('_', ' ')}, GPT of "
+            f"{figures['checkpoint_bytes'] / 1e6:.0f} MB checkpoint: in the background / "
+            f"synchronous (s) | {figures['async_stall_sec']:.2f} / "
+            f"{figures['sync_stall_sec']:.2f} = **{figures['async_vs_sync']:.2f}x** | <= 0.2x |"
+        )
+        rows.append(
+            f"| save / load / disk's sequential write, {name.replace('_', ' ')} (MB/s) | "
+            f"{figures['save_mb_per_sec']:.0f} / {figures['load_mb_per_sec']:.0f} / "
+            f"{figures['disk_write_mb_per_sec']:.0f} | |"
+        )
     tokens = results["token_memory"]
     large, small = tokens["large"], tokens["small"]
     rows.append(
@@ -510,11 +594,21 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--tiny", action="store_true", help="a few steps of tiny models")
     parser.add_argument("--output", type=Path, default=Path("outputs/benchmark.json"))
     parser.add_argument("--verbose", action="store_true", help="keep the libraries' lines")
+    parser.add_argument(
+        "--only", choices=("checkpointing",), help="this measurement alone (its table rows)"
+    )
     args = parser.parse_args(argv)
     set_verbosity(args.verbose)
 
     workloads = TINY_WORKLOADS if args.tiny else WORKLOADS
     steps, warmup, repeats = (12, 2, 1) if args.tiny else (60, 10, 3)
+    checkpoint_gpt = workloads["gpt"] if args.tiny else [*WORKLOADS["gpt"], *LARGE_GPT]
+    checkpoint_steps = (4, 2) if args.tiny else (9, 3)
+    if args.only == "checkpointing":
+        with tempfile.TemporaryDirectory(dir=args.output.parent) as scratch:
+            rows = measure_checkpointing(checkpoint_gpt, Path(scratch), *checkpoint_steps)
+        print(json.dumps(rows, indent=2))
+        return {"checkpointing": rows}
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         results = {
@@ -545,6 +639,7 @@ def main(argv: list[str] | None = None) -> dict:
                 (2,) if args.tiny else (1, 2, 4, 8),
             ),
             "token_memory": measure_token_memory(*((1, 5) if args.tiny else (20, 30)), root),
+            "checkpointing": measure_checkpointing(checkpoint_gpt, root, *checkpoint_steps),
             # compiling costs more than everything else --tiny runs: not in the smoke test
             "compile": None if args.tiny else measure_compile(workloads["gpt"], 60, root),
         }

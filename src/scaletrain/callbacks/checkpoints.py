@@ -113,7 +113,11 @@ class LatestCheckpoint(Checkpoint):
         self._trainer = trainer
 
     def save(self, trainer: L.Trainer) -> Path:
-        """Write the current state now (every rank calls this: sharded saves are collective)."""
+        """Write the current state now (every rank calls this: sharded saves are collective);
+        the time training waited for it goes to the loggers as ``perf/checkpoint_stall_sec``
+        (a synchronous save: the whole write; in the background: the snapshot, and the
+        wait for the write before it)."""
+        started = time.perf_counter()
         keep = None  # rank 0 keeps the copies (a sharded checkpoint is one directory)
         if self.keep_last and trainer.is_global_zero:
             keep = self.retain(trainer.global_step)
@@ -125,6 +129,10 @@ class LatestCheckpoint(Checkpoint):
                 keep()
         self.saved = (trainer.global_step, self.validations)
         self.last_write = time.monotonic()
+        if trainer.is_global_zero:
+            stall = {"perf/checkpoint_stall_sec": time.perf_counter() - started}
+            for logger in trainer.loggers:
+                logger.log_metrics(stall, step=trainer.global_step)
         return self.path
 
     def retain(self, step: int) -> Callable[[], None]:

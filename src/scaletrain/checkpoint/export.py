@@ -18,20 +18,27 @@ from scaletrain.checkpoint.consolidate import META_FILE, is_sharded_checkpoint
 STATE = "state_dict"
 
 
-def sharded_weights(directory: Path) -> dict[str, torch.Tensor]:
-    """The module's state of a sharded checkpoint, whole, read on one process without
-    the optimizer's state (which is larger than the weights)."""
+def sharded_tensors(directory: Path, prefix: str = "") -> dict[str, torch.Tensor]:
+    """The tensors of a sharded checkpoint whose names start with ``prefix``, whole, read
+    on one process; named as in the checkpoint (``state_dict.net.<...>``)."""
     metadata = dcp.FileSystemReader(directory).read_metadata().state_dict_metadata
-    prefix = f"{STATE}."
-    weights = {
-        key.removeprefix(prefix): torch.empty(entry.size, dtype=entry.properties.dtype)
+    tensors = {
+        key: torch.empty(entry.size, dtype=entry.properties.dtype)
         for key, entry in metadata.items()
         if key.startswith(prefix) and hasattr(entry, "size")
     }
     with warnings.catch_warnings():  # that this process alone reads it is the intent
         warnings.filterwarnings("ignore", "torch.distributed is disabled", UserWarning)
-        dcp.load({STATE: weights}, checkpoint_id=directory, no_dist=True)
-    return weights
+        dcp.load(tensors, checkpoint_id=directory, no_dist=True)
+    return tensors
+
+
+def sharded_weights(directory: Path) -> dict[str, torch.Tensor]:
+    """The module's state of a sharded checkpoint, whole, read on one process without
+    the optimizer's state (which is larger than the weights)."""
+    prefix = f"{STATE}."
+    tensors = sharded_tensors(directory, prefix)
+    return {key.removeprefix(prefix): value for key, value in tensors.items()}
 
 
 def checkpoint_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
