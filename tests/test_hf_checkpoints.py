@@ -326,3 +326,19 @@ def test_the_built_in_gpt_is_not_exported_and_the_command_says_why(tmp_path):
     assert line.startswith("error: the run's net, scaletrain.nets.gpt.GPT, is not a Hugging Face")
     assert "train model=hf_causal_lm" in line
     assert not (tmp_path / "x").exists()
+
+
+def test_a_shard_size_that_is_no_size_is_one_line(tmp_path):
+    with pytest.raises(ExportError, match=r"--max-shard-size lots: give a size such as 5GB"):
+        export(tmp_path, tmp_path / "out", max_shard_size="lots")
+    done = subprocess.run(
+        [sys.executable, "-m", "scaletrain.export", "--out", str(tmp_path / "x")],
+        capture_output=True,
+        text=True,
+        env=CLI_ENV,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip() == (
+        "error: the following arguments are required: source; "
+        "see python -m scaletrain.export --help"
+    )

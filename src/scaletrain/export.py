@@ -115,6 +115,7 @@ def tokenizer_of(checkpoint: Path) -> tuple[Any, str]:
 
 def export(source: Path, out: Path, force: bool = False, max_shard_size: str = "5GB") -> str:
     """Write the export of ``source`` into ``out``; what was written, in words."""
+    max_bytes = shard_size(max_shard_size)
     checkpoint = checkpoint_of(source)
     model = load_model(checkpoint)
     tokenizer, found = tokenizer_of(checkpoint)
@@ -124,7 +125,7 @@ def export(source: Path, out: Path, force: bool = False, max_shard_size: str = "
     transformers_logging.disable_progress_bar()  # one line says what was written
 
     def write(directory: Path) -> None:
-        model.save_pretrained(directory, max_shard_size=max_shard_size)
+        model.save_pretrained(directory, max_shard_size=max_bytes)
         if tokenizer is not None:
             tokenizer.save_pretrained(directory)
 
@@ -136,8 +137,29 @@ def export(source: Path, out: Path, force: bool = False, max_shard_size: str = "
     return f"{out}: {type(model).__name__}, {count:,} parameters, from {checkpoint}; {found}"
 
 
+class Parser(argparse.ArgumentParser):
+    """Reports a bad command line in one line, like every scaletrain error."""
+
+    def error(self, message: str) -> None:
+        print(f"error: {message}; see python -m scaletrain.export --help", file=sys.stderr)
+        sys.exit(2)
+
+
+def shard_size(size: str) -> int:
+    """``--max-shard-size`` in bytes, as transformers reads it (``5GB``, ``500MB``)."""
+    from transformers.utils.hub import convert_file_size_to_int
+
+    try:
+        return convert_file_size_to_int(size)
+    except ValueError:
+        raise ExportError(f"--max-shard-size {size}: give a size such as 5GB or 500MB") from None
+
+
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = Parser(
+        prog="python -m scaletrain.export",
+        description=__doc__.split("\n\n")[0].rstrip(":"),
+    )
     parser.add_argument(
         "source", type=Path, help="a checkpoint file, a sharded checkpoint directory or a run"
     )
