@@ -342,3 +342,25 @@ def test_a_shard_size_that_is_no_size_is_one_line(tmp_path):
         "error: the following arguments are required: source; "
         "see python -m scaletrain.export --help"
     )
+
+
+def test_a_checkpoint_saved_in_bf16_trains_in_fp32(tmp_path):
+    """Published checkpoints are mostly saved in bf16; the net keeps fp32 weights (mixed
+    precision is the strategy's), holding the checkpoint's values."""
+    config = transformers.LlamaConfig(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+        num_attention_heads=2, num_key_value_heads=1, tie_word_embeddings=True,
+    )  # fmt: skip
+    transformers.AutoModelForCausalLM.from_config(config).to(torch.bfloat16).save_pretrained(
+        tmp_path / "bf16"
+    )
+    net = CausalLM(pretrained=str(tmp_path / "bf16"))
+    from scaletrain.nets.init import initialize
+
+    initialize(net, seed=0)
+    stored = saved(tmp_path / "bf16")
+    assert {p.dtype for p in net.parameters()} == {torch.float32}
+    weight = net.hf.model.embed_tokens.weight
+    assert torch.equal(weight, stored["model.embed_tokens.weight"].float())
+    assert net.hf.lm_head.weight is weight  # still tied
+    assert "dtype" not in net.standalone_config()["config"]

@@ -174,6 +174,12 @@ def main(argv: list[str] | None = None) -> None:
     except ExportError as error:
         print(f"error: {error}", file=sys.stderr)
         sys.exit(2)
+    except (OSError, RuntimeError) as error:  # a full disk, say: --out is left as it was
+        reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+        print(
+            f"error: writing {args.out} failed ({reason}); nothing written there", file=sys.stderr
+        )
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -140,9 +140,11 @@ class LatestCheckpoint(Checkpoint):
         holds it, and removes those older than the last ``keep_last``."""
 
         def keep() -> None:
-            keep_copy(self.path, self.path.with_name(f"step-{step:06d}.ckpt"))
+            kept = self.path.with_name(f"step-{step:06d}.ckpt")
+            keep_copy(self.path, kept)
             for old in kept_checkpoints(self.path.parent)[: -self.keep_last]:
-                remove(old)
+                if old != kept:
+                    remove(old)
 
         return keep
 
@@ -221,13 +223,14 @@ STEP_CHECKPOINT = re.compile(r"step-(\d+)\.ckpt")
 
 
 def kept_checkpoints(directory: Path) -> list[Path]:
-    """The ``step-<step>.ckpt`` checkpoints of ``directory``, oldest first."""
-    steps = {}
+    """The ``step-<step>.ckpt`` checkpoints of ``directory``, in the order they were
+    written (a run resumed from an older one writes lower steps after higher ones)."""
+    written = {}
     for path in directory.iterdir():
         match = STEP_CHECKPOINT.fullmatch(path.name)
         if match:
-            steps[path] = int(match[1])
-    return sorted(steps, key=steps.get)
+            written[path] = (path.stat().st_mtime_ns, int(match[1]))
+    return sorted(written, key=written.get)
 
 
 class BestCheckpoint(ModelCheckpoint):

@@ -17,17 +17,24 @@ from typing import Any
 import torch
 
 
-def snapshot(state: Any) -> Any:
+def snapshot(state: Any, copies: dict | None = None) -> Any:
     """A copy of ``state`` that training cannot change: every tensor copied to host
     memory (pinned where there is a GPU, so the copy is fast), everything else deep
-    copied."""
+    copied. Tensors that are the same view of the same memory (tied weights under two
+    names) stay one tensor, as ``torch.save`` would write them."""
+    copies = {} if copies is None else copies
     if isinstance(state, torch.Tensor):
-        copied = state.detach().to("cpu", copy=True)
-        return copied.pin_memory() if torch.cuda.is_available() else copied
+        view = (state.untyped_storage().data_ptr(), state.storage_offset(), state.shape,
+                state.stride(), state.dtype, state.device)  # fmt: skip
+        if view not in copies:
+            pinned = torch.cuda.is_available() and state.device.type != "cpu"
+            host = torch.empty(state.shape, dtype=state.dtype, pin_memory=pinned)
+            copies[view] = host.copy_(state.detach())  # one copy, straight to host memory
+        return copies[view]
     if isinstance(state, dict):
-        return type(state)((key, snapshot(value)) for key, value in state.items())
+        return type(state)((key, snapshot(value, copies)) for key, value in state.items())
     if isinstance(state, list | tuple):
-        return type(state)(snapshot(value) for value in state)
+        return type(state)(snapshot(value, copies) for value in state)
     return copy.deepcopy(state)
 
 

@@ -561,7 +561,9 @@ def encode_and_write(
         if tokenizer is None:
             ids = np.frombuffer(block.encode(), dtype=np.uint8).astype(np.int64)
         else:
-            ids = np.asarray(tokenizer.encode(block).ids, dtype=np.int64)
+            # no special tokens: a given tokenizer's post-processor would add its BOS at
+            # every block; documents are ended by the end-of-document token alone
+            ids = np.asarray(tokenizer.encode(block, add_special_tokens=False).ids, dtype=np.int64)
         stream.write(ids)
     stream.write(end_token)
     for writer in writers.values():

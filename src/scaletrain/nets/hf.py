@@ -32,8 +32,9 @@ def transformers_module() -> Any:
     return transformers
 
 
-# Keys of a config.json that describe the file, not the architecture.
-FILE_KEYS = ("architectures", "transformers_version", "_name_or_path")
+# Keys of a config.json that describe the file, not the architecture: among them the
+# dtype it was saved in (training keeps fp32 weights; mixed precision is the strategy's).
+FILE_KEYS = ("architectures", "transformers_version", "_name_or_path", "dtype", "torch_dtype")
 
 
 def pretrained_config(directory: str | Path) -> dict[str, Any]:

@@ -124,12 +124,20 @@ class ShardedStrategy(ModelParallelStrategy):
                 shutil.rmtree(scratch, ignore_errors=True)
                 raise SaveFailed(path, needed, error, ranks=self.world_size) from error
             if self.global_rank == 0:
-                torch.save(rest, scratch / META_FILE)
-                replace_path(scratch, path)
+                try:
+                    torch.save(rest, scratch / META_FILE)
+                    replace_path(scratch, path)
+                except (OSError, RuntimeError) as error:
+                    shutil.rmtree(scratch, ignore_errors=True)
+                    raise SaveFailed(path, needed, error) from error
                 if then is not None:
                     then()
 
         self.background.submit(stage, put_in_place)
+
+    def remove_checkpoint(self, filepath: str | os.PathLike) -> None:
+        self.background.wait()  # a checkpoint goes only once the one replacing it is written
+        super().remove_checkpoint(filepath)
 
     def teardown(self) -> None:
         self.background.wait()  # training ends with every checkpoint written
