@@ -25,6 +25,6 @@ class WriteOverlap(Callback):
 
     def on_train_end(self, trainer, pl_module) -> None:
         writes = background_writes(trainer)
-        record = {"steps": self.steps, "writes": writes.writes, "stall": writes.stall_seconds}
+        record = {"steps": self.steps, "writes": writes.writes}
         with open(f"{self.path}.rank{trainer.global_rank}", "w") as file:
             json.dump(record, file)

@@ -10,7 +10,6 @@ is raised by the next save, or by :meth:`BackgroundWrites.wait` at the end of tr
 
 import copy
 import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -39,22 +38,19 @@ def snapshot(state: Any, copies: dict | None = None) -> Any:
 
 
 class BackgroundWrites:
-    """Runs checkpoint writes in a background thread, one at a time; ``stall_seconds``
-    sums the time training waited for them (snapshots and waits for the last write)."""
+    """Runs checkpoint writes in a background thread, one at a time (the time training
+    waits for them is measured by the save's caller: ``perf/checkpoint_stall_sec``)."""
 
     def __init__(self) -> None:
         self.thread: threading.Thread | None = None
         self.error: BaseException | None = None
-        self.stall_seconds = 0.0
         self.writes = 0
 
     def wait(self) -> None:
         """Wait for the write in flight; raise the error of one that failed."""
-        started = time.perf_counter()
         if self.thread is not None:
             self.thread.join()
             self.thread = None
-        self.stall_seconds += time.perf_counter() - started
         if self.error is not None:
             error, self.error = self.error, None
             raise error
@@ -62,9 +58,7 @@ class BackgroundWrites:
     def submit(self, take_snapshot: Callable[[], Any], write: Callable[[Any], None]) -> None:
         """Take the snapshot now, then ``write(snapshot)`` in the background."""
         self.wait()
-        started = time.perf_counter()
         state = take_snapshot()
-        self.stall_seconds += time.perf_counter() - started
 
         def run() -> None:
             try:
