@@ -13,6 +13,7 @@ import torch
 from lightning.pytorch.callbacks import Callback
 from torch.distributed.tensor import DTensor
 
+from scaletrain.parallel.pipeline_strategy import whole_net_size
 from scaletrain.runtime.memory import baseline_bytes, peak_resident_bytes
 from scaletrain.runtime.quiet import FILE_ONLY
 
@@ -78,7 +79,7 @@ class ModelStateMemory(Callback):
             extra=FILE_ONLY,
         )
         gathered = pl_module.all_gather(torch.tensor([float(baseline), float(setup_peak)]))
-        metrics = {"perf/params_full_bytes": float(pl_module.net_size()[1])}
+        metrics = {"perf/params_full_bytes": float(whole_net_size(trainer)[1])}
         for rank, (rank_baseline, rank_peak) in enumerate(gathered.reshape(-1, 2).tolist()):
             metrics[f"perf/baseline_memory_bytes/rank{rank}"] = rank_baseline
             metrics[f"perf/setup_peak_memory_bytes/rank{rank}"] = rank_peak

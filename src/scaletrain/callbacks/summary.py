@@ -10,6 +10,7 @@ from torch import nn
 
 from scaletrain.nets.build import build_net
 from scaletrain.parallel.pipeline import stage_ranges
+from scaletrain.parallel.pipeline_strategy import PipelineStrategy
 
 log = logging.getLogger("scaletrain")
 
@@ -75,7 +76,7 @@ class NetSummary(Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if not trainer.is_global_zero:
             return
-        pipeline = getattr(pl_module, "pipeline", None)
+        pipeline = trainer.strategy if isinstance(trainer.strategy, PipelineStrategy) else None
         net = pl_module.net
         if pipeline is not None:
             with torch.device("meta"):
@@ -87,7 +88,7 @@ class NetSummary(Callback):
             if plan.blocks_found:  # the user may want to name others: say which were taken
                 lines.append(f"  blocks (found): {plan.blocks}, {len(blocks)}")
         if pipeline is not None:
-            stages = pipeline.stage.num_stages
-            lines += stage_lines(len(blocks), stages, pl_module.pipeline_options, plan)
+            stages = pipeline.layout.pipeline_parallel_size
+            lines += stage_lines(len(blocks), stages, pipeline.options, plan)
         for line in lines:
             log.info(line)

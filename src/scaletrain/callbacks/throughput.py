@@ -12,6 +12,7 @@ from lightning.fabric.utilities.throughput import get_available_flops
 from lightning.pytorch.callbacks import Callback
 
 from scaletrain.parallel.layout import data_parallel_rank
+from scaletrain.parallel.pipeline_strategy import whole_net_size
 from scaletrain.runtime.memory import peak_resident_bytes
 
 
@@ -48,7 +49,7 @@ class Throughput(Callback):
         self.net_parameters = 0  # the whole net's, every pipeline stage's included
 
     def on_train_start(self, trainer: L.Trainer, pl_module) -> None:
-        self.net_parameters = pl_module.net_size()[0]
+        self.net_parameters = whole_net_size(trainer)[0]
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module, batch, batch_idx: int) -> None:
         if self.window_start is None:

@@ -17,7 +17,7 @@ from scaletrain.checkpoint.atomic import AtomicCheckpointIO
 from scaletrain.errors import ConfigError
 from scaletrain.models.base import ScaleModule
 from scaletrain.parallel.layout import SHARDED, ParallelLayout, world_size
-from scaletrain.parallel.strategy import build_strategy, pipeline_options
+from scaletrain.parallel.strategies import build_strategy
 from scaletrain.reporting.hparams import HparamsColumns
 
 
@@ -74,7 +74,6 @@ def build_trainer(cfg: DictConfig, model: ScaleModule) -> L.Trainer:
     except (MisconfigurationException, TypeError) as error:
         raise lightning_objection(error) from None
     strategy, model.fsdp_options = build_strategy(cfg.strategy, layout)
-    model.pipeline_options = pipeline_options(cfg.strategy)
     # the length check is no option: a run whose settings it corrects would not start
     callbacks = [*checkpoint_order(instantiate_group(cfg.get("callbacks"))), TrainingLength()]
     if HydraConfig.initialized():  # a run's HPARAMS entry names its Hydra choices

@@ -25,7 +25,7 @@ from scaletrain.nets.build import build_net
 from scaletrain.parallel.layout import ParallelLayout, accelerator_type, world_size
 from scaletrain.parallel.net_plan import NetPlan
 from scaletrain.parallel.pipeline import SCHEDULES, split_problems
-from scaletrain.parallel.strategy import build_strategy
+from scaletrain.parallel.strategies import build_strategy
 
 # The settings Lightning's Trainer resolves and checks itself when it is built.
 DEVICE_SETTINGS = ("accelerator", "devices", "num_nodes", "precision")

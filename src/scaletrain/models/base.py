@@ -18,8 +18,7 @@ from scaletrain.nets.init import initialize, reset_value, resettable, uncovered
 from scaletrain.parallel.apply import FSDPOptions, parallelize
 from scaletrain.parallel.materialize import is_on_meta, materialize, parameters_on_meta
 from scaletrain.parallel.net_plan import NetPlan
-from scaletrain.parallel.pipeline import Pipeline, PipelineOptions, clip_grad_norm_, keep_stage
-from scaletrain.runtime.ranks import is_global_rank_zero
+from scaletrain.runtime.ranks import is_global_rank_zero, logs_this_step
 
 log = logging.getLogger("scaletrain")
 
@@ -121,10 +120,6 @@ class ScaleModule(L.LightningModule):
         # Set by the strategy builder for fsdp and model_sharded; not a hyperparameter,
         # so a checkpoint loads under any strategy.
         self.fsdp_options: FSDPOptions | None = None
-        # Set by the strategy builder for strategy=pipeline: this rank runs one stage.
-        self.pipeline_options: PipelineOptions | None = None
-        self.pipeline: Pipeline | None = None
-        self._stepped_optimizers: list = []  # their gradients are cleared before the next batch
         self._parallelized = False
 
     def configure_model(self) -> None:
@@ -135,10 +130,6 @@ class ScaleModule(L.LightningModule):
         """
         if self._parallelized:
             return
-        relay = None
-        if self.pipeline_options is not None:
-            mesh = self.device_mesh["pipeline"]
-            relay = keep_stage(self.net, self.net_plan, mesh, self.pipeline_options)
         parallelize(
             self.net,
             self.net_plan,
@@ -152,29 +143,15 @@ class ScaleModule(L.LightningModule):
             device = torch.device("cpu") if offloaded else self.trainer.strategy.root_device
             materialize(self.net, device, self.init_seed, self.computed_init)
         self.computed_init = {}
-        if relay is not None:
-            self.pipeline = Pipeline(
-                self.net,
-                self.net_plan,
-                relay,
-                self.device_mesh["pipeline"],
-                self.trainer.strategy.root_device,
-                self.pipeline_options,
-                self.loss,
-                self.trainer.accumulate_grad_batches,
-            )
         self._parallelized = True
 
     def net_size(self) -> tuple[int, int]:
-        """The whole net's parameters and their bytes (a sharded parameter counts whole; in
-        a pipeline every stage calls this, and it counts every stage's)."""
+        """The net's parameters and their bytes on this rank (a sharded parameter counts
+        whole; a pipeline stage counts its own)."""
         params = list(self.net.parameters())
         count = sum(p.numel() for p in params)
         size = sum(p.numel() * p.element_size() for p in params)
-        if self.pipeline is None:
-            return count, size
-        count, size = self.pipeline.sum_over_stages(count, size)
-        return int(count), int(size)
+        return count, size
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.net(inputs)
@@ -185,80 +162,33 @@ class ScaleModule(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int):
         inputs, targets = batch
-        if self.pipeline is not None:  # forward and backward through every stage
-            while self._stepped_optimizers:
-                self._stepped_optimizers.pop().zero_grad()
-            loss = self.pipeline.train_step(inputs, targets)
-        else:
-            loss = self.loss(self(inputs), targets)
+        loss = self.loss(self(inputs), targets)
         # On the steps Lightning writes to the loggers, averaged over all ranks: the loss
         # of the global batch, as single-device training of it reports. Between them the
         # progress bar shows this rank's loss: an all-reduce on every step would make the
         # ranks wait for each other mid-step (12% of ddp throughput on 2 CPUs).
         shown = loss.detach()
-        if self.logs_this_step():
+        if logs_this_step(self.trainer):
             shown = self.trainer.strategy.reduce(shown, reduce_op="mean")
         self.log("train/loss", shown, on_step=True, on_epoch=False, prog_bar=True)
         return loss
 
-    def backward(self, loss: torch.Tensor, *args: Any, **kwargs: Any) -> None:
-        """Lightning's backward, except in a pipeline, whose schedule has run it."""
-        if self.pipeline is None:
-            super().backward(loss, *args, **kwargs)
-
-    def optimizer_zero_grad(self, epoch: int, batch_idx: int, optimizer: Any) -> None:
-        """Lightning clears the gradients between ``training_step`` and its backward: in a
-        pipeline, whose gradients exist when training_step returns, the next training_step
-        clears them once an optimizer step has used them (:meth:`optimizer_step`)."""
-        if self.pipeline is None:
-            super().optimizer_zero_grad(epoch, batch_idx, optimizer)
-
-    def optimizer_step(
-        self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None
-    ) -> None:
-        super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
-        self._stepped_optimizers.append(optimizer)
-
-    def configure_gradient_clipping(
-        self,
-        optimizer: Any,
-        gradient_clip_val: float | None = None,
-        gradient_clip_algorithm: str | None = None,
-    ) -> None:
-        """Lightning's clipping; by norm in a pipeline, the norm of every stage's gradients
-        together (each stage holds only its own)."""
-        if self.pipeline is None or gradient_clip_algorithm not in (None, "norm"):
-            return self.clip_gradients(optimizer, gradient_clip_val, gradient_clip_algorithm)
-        if gradient_clip_val:
-            clip_grad_norm_(list(self.parameters()), gradient_clip_val, self.pipeline.group)
-        return None
-
-    def logs_this_step(self) -> bool:
-        """Whether Lightning writes this training step's metrics to the loggers."""
-        trainer = self.trainer
-        every = trainer.log_every_n_steps
-        return bool(trainer.fast_dev_run) or (every > 0 and (trainer.global_step + 1) % every == 0)
-
     def evaluation_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], stage: str
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Accumulate and log ``<stage>/loss`` over every real target; return the logits,
-        the targets and each target's loss (0 for ignored targets), flattened; None on a
-        pipeline stage before the last, which has no logits.
+        the targets and each target's loss (0 for ignored targets), flattened.
 
         The mean is over targets, not batches, so padding and uneven batches do not skew it.
         """
         inputs, targets = batch
         loss_metric = getattr(self, f"{stage}_loss")
-        # every rank logs every metric, so that all of them sync it at the epoch's end
-        self.log(f"{stage}/loss", loss_metric, on_step=False, on_epoch=True, prog_bar=True)
-        logits = self(inputs) if self.pipeline is None else self.pipeline.forward(inputs, targets)
-        if logits is None:  # a pipeline stage before the last: no output of its own
-            return None
+        logits = self(inputs)
         losses = F.cross_entropy(
             logits.flatten(0, -2), targets.flatten(), ignore_index=IGNORE_INDEX, reduction="none"
         )
         loss_metric.update(losses[targets.flatten() != IGNORE_INDEX])
+        self.log(f"{stage}/loss", loss_metric, on_step=False, on_epoch=True, prog_bar=True)
         return logits, targets, losses
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], batch_idx: int) -> None:

@@ -22,14 +22,12 @@ class Classifier(ScaleModule):
 
     def evaluation_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], stage: str
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
-        result = super().evaluation_step(batch, stage)
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits, targets, losses = super().evaluation_step(batch, stage)
         accuracy = getattr(self, f"{stage}_acc")
+        accuracy.update(logits, targets)
         self.log(f"{stage}/acc", accuracy, on_step=False, on_epoch=True, prog_bar=True)
-        if result is not None:
-            logits, targets, _ = result
-            accuracy.update(logits, targets)
-        return result
+        return logits, targets, losses
 
     def on_train_start(self) -> None:
         self.restart_best(self.val_acc_best, "val/acc")

@@ -53,9 +53,9 @@ class LanguageModel(ScaleModule):
 
     def evaluation_step(
         self, batch: tuple[torch.Tensor, torch.Tensor], stage: str
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         result = super().evaluation_step(batch, stage)
-        if self.token_bytes is not None and result is not None:
+        if self.token_bytes is not None:
             _, targets, losses = result
             flat = targets.flatten()
             real = flat != IGNORE_INDEX

@@ -35,6 +35,13 @@ class FSDPOptions:
     param_dtype: str | None = None
     cpu_offload: bool = False
 
+    def needed(self, data_parallel_size: int) -> bool:
+        """Whether FSDP2 has work on a data-parallel mesh of that size: over one rank it
+        shards and synchronizes nothing, yet its hooks would run around every block's
+        forward and backward (for each microbatch of a pipeline), unless it casts or
+        offloads the parameters."""
+        return data_parallel_size > 1 or self.param_dtype is not None or self.cpu_offload
+
     def kwargs(self) -> dict:
         """Keyword arguments of ``fully_shard`` (without the mesh)."""
         kwargs: dict = {"reshard_after_forward": self.reshard_after_forward}
@@ -81,7 +88,7 @@ def parallelize(
             block.forward = torch.compile(block.forward)
         if activation_checkpointing:
             checkpoint_activations(block)
-    if mesh is not None and fsdp is not None:
+    if mesh is not None and fsdp is not None and fsdp.needed(mesh["data_parallel"].size()):
         # Without sharding (or replication) over the data-parallel mesh nothing would
         # synchronize gradients under ModelParallelStrategy.
         for block in units:

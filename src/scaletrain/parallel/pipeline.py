@@ -28,6 +28,7 @@ from torch.distributed.tensor import DTensor
 
 from scaletrain.conventions import IGNORE_INDEX
 from scaletrain.parallel.net_plan import NetPlan
+from scaletrain.parallel.timeline import StageTimeline
 
 SCHEDULES = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}
 
@@ -204,10 +205,12 @@ class Pipeline:
         # microbatches' shapes), with targets that count in no loss.
         self.rows: int | None = None
         self.real_targets = 1  # in the batch being run
+        self.timeline = StageTimeline()
+        self.timeline.watch(self.stage)
         self.schedule = SCHEDULES[options.schedule](
             self.stage,
             n_microbatches=options.microbatches,
-            loss_fn=self._microbatch_loss,
+            loss_fn=self.timeline.timed("loss", self._microbatch_loss),
             # the loss is scaled here, rather than every gradient after the step (which
             # would also divide what earlier batches accumulated)
             scale_grads=False,
@@ -216,7 +219,10 @@ class Pipeline:
     def _microbatch_loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """This microbatch's share of the batch's mean loss over its real targets, so that
         the gradient is that of the batch's mean loss however its targets fall into
-        microbatches; a microbatch of padding alone adds nothing."""
+        microbatches; a microbatch of padding alone adds nothing. In evaluation no loss
+        is computed (the schedules ask for one even there)."""
+        if not torch.is_grad_enabled():
+            return output.new_zeros(())
         real = (target != IGNORE_INDEX).sum()
         if not real:
             return output.sum() * 0
@@ -229,21 +235,28 @@ class Pipeline:
             self.rows = -(-rows // self.microbatches) * self.microbatches
         return self.rows
 
-    def _padded(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """``inputs`` and ``targets`` padded to :meth:`_batch_rows` (the last input
-        repeated, the targets ignored); counts the real targets."""
+    def _padded_inputs(self, inputs: torch.Tensor) -> torch.Tensor:
+        """``inputs`` padded to :meth:`_batch_rows` by repeating the last."""
         missing = self._batch_rows(len(inputs)) - len(inputs)
         if missing < 0:
             raise ValueError(
                 f"strategy=pipeline: a batch of {len(inputs)} samples on this rank, more than "
                 f"the first one's {self.rows}; give every training batch the same size"
             )
+        if not missing:
+            return inputs
+        return torch.cat([inputs, inputs[-1:].expand(missing, *inputs.shape[1:])])
+
+    def _padded(self, inputs: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """``inputs`` and ``targets`` padded to :meth:`_batch_rows` (the targets of the
+        padding ignored); counts the real targets."""
         self.real_targets = int((targets != IGNORE_INDEX).sum())
+        padded = self._padded_inputs(inputs)
+        missing = len(padded) - len(inputs)
         if missing:
-            inputs = torch.cat([inputs, inputs[-1:].expand(missing, *inputs.shape[1:])])
             pad = targets.new_full((missing, *targets.shape[1:]), IGNORE_INDEX)
             targets = torch.cat([targets, pad])
-        return inputs, targets
+        return padded, targets
 
     def sum_over_stages(self, *values: float) -> list[float]:
         """Each of ``values`` summed over the stages (a collective: every stage calls it;
@@ -255,30 +268,39 @@ class Pipeline:
     def _target(self, targets: torch.Tensor) -> torch.Tensor | None:
         return targets if self.stage.is_last else None
 
-    def train_step(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """Forward and backward of one batch through every stage; the batch's mean loss,
-        known to every stage."""
+    @property
+    def is_last(self) -> bool:
+        return self.stage.is_last
+
+    def train_step(
+        self, inputs: torch.Tensor, targets: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Forward and backward of one batch through every stage; on the last stage, the
+        batch's mean loss and the net's outputs (detached), None on the others. The
+        gradients are added to the parameters' ``grad``."""
         losses: list[torch.Tensor] = []
-        inputs, targets = self._padded(inputs, targets)
-        self.schedule.step(target=self._target(targets), losses=losses, inputs=inputs)
-        loss = torch.zeros((), device=self.stage.device)
-        if self.stage.is_last:
-            # the shares of the batch's mean loss (each divided by the accumulation)
-            loss = torch.stack([part.detach() for part in losses]).sum() * self.accumulation
-        dist.all_reduce(loss, group=self.group)  # from the last stage, the others hold 0
-        return loss
+        padded_inputs, padded_targets = self._padded(inputs, targets)
+        with self.timeline.step():
+            outputs = self.schedule.step(
+                target=self._target(padded_targets), losses=losses, inputs=padded_inputs
+            )
+        if not self.stage.is_last:
+            return None
+        # the shares of the batch's mean loss (each divided by the accumulation)
+        loss = torch.stack([part.detach() for part in losses]).sum() * self.accumulation
+        return loss, outputs[: len(inputs)].detach()
 
     @torch.no_grad()
-    def forward(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor | None:
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor | None:
         """The net's output for ``inputs`` on the last stage (None on the others), run in
-        pieces of the training batch's rows. The schedules compute the loss of every
-        microbatch even here: hence the ``targets``."""
+        pieces of the training batch's rows."""
         rows = self._batch_rows(len(inputs))
         outputs = []
         for start in range(0, len(inputs), rows):
             piece = inputs[start : start + rows]
-            padded, padded_targets = self._padded(piece, targets[start : start + rows])
-            output = self.schedule.eval(target=self._target(padded_targets), inputs=padded)
+            padded = self._padded_inputs(piece)
+            no_targets = padded.new_zeros(len(padded))  # in place of targets, never read
+            output = self.schedule.eval(target=self._target(no_targets), inputs=padded)
             outputs.append(None if output is None else output[: len(piece)])
         return None if outputs[0] is None else torch.cat(outputs)
 

@@ -1,17 +1,6 @@
-"""The ``strategy`` config group, turned into what Lightning's Trainer accepts.
-
-- ``auto``: one process.
-- ``ddp``: Lightning's DDP; every rank holds the whole model and averages gradients.
-- ``fsdp``: FSDP2 through Lightning's ModelParallelStrategy; parameters, gradients and
-  optimizer state sharded over all ranks; distributed checkpoints.
-- ``model_sharded``: tensor parallel inside groups of ``tensor_parallel_size`` ranks,
-  combined with FSDP2 across those groups.
-- ``pipeline``: the net's blocks cut into ``pipeline_parallel_size`` stages, each stage
-  sharded and split as under ``model_sharded`` (see ``scaletrain.parallel.pipeline``).
-
-The sharded ones share one device mesh of three dimensions, pipeline x data x tensor
-parallel (``scaletrain.parallel.layout``), of size 1 where a strategy does not use one.
-"""
+"""Lightning's ModelParallelStrategy on scaletrain's 3-D device mesh (pipeline x data x
+tensor parallel, ``scaletrain.parallel.layout``), with atomic and background distributed
+checkpoints."""
 
 import os
 import shutil
@@ -22,10 +11,17 @@ from typing import Any
 import torch
 import torch.distributed as dist
 import torch.distributed.checkpoint as dcp
-from lightning.pytorch.strategies import DDPStrategy, ModelParallelStrategy, Strategy
-from omegaconf import DictConfig
+from lightning.pytorch.strategies import ModelParallelStrategy
 from torch.distributed.checkpoint.api import CheckpointException
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
 from torch.distributed.device_mesh import init_device_mesh
+from torch.distributed.tensor import DTensor
 from torch.optim import Optimizer
 
 from scaletrain import compat
@@ -39,10 +35,8 @@ from scaletrain.checkpoint.atomic import (
 )
 from scaletrain.checkpoint.background import BackgroundWrites, snapshot
 from scaletrain.checkpoint.consolidate import META_FILE
-from scaletrain.errors import ConfigError
-from scaletrain.parallel.apply import FSDPOptions
-from scaletrain.parallel.layout import MESH_DIMENSIONS, STRATEGIES, ParallelLayout
-from scaletrain.parallel.pipeline import PipelineOptions, name_every_stage_parameter
+from scaletrain.parallel.layout import MESH_DIMENSIONS, ParallelLayout
+from scaletrain.parallel.pipeline import name_every_stage_parameter
 
 
 class ShardedStrategy(ModelParallelStrategy):
@@ -135,6 +129,27 @@ class ShardedStrategy(ModelParallelStrategy):
 
         self.background.submit(stage, put_in_place)
 
+    def load_checkpoint(self, checkpoint_path: Any, weights_only: bool | None = None) -> dict:
+        """Lightning's load, which needs a net of DTensors; a net that FSDP2 and tensor
+        parallelism left plain (one data-parallel rank, e.g. a pipeline stage) is read
+        from the distributed checkpoint here, each rank its own parameters and their
+        optimizer state. Returns the rest of the checkpoint, as Lightning's does."""
+        if any(isinstance(p, DTensor) for p in self.model.parameters()):
+            return super().load_checkpoint(checkpoint_path, weights_only=weights_only)
+        path = Path(self.broadcast(checkpoint_path))
+        strict = self.lightning_module.strict_loading
+        model = {"state_dict": get_model_state_dict(self.model)}
+        dcp.load(model, checkpoint_id=path)
+        set_model_state_dict(
+            self.model, model["state_dict"], options=StateDictOptions(strict=strict)
+        )
+        for index, optimizer in enumerate(self.optimizers):
+            key = f"optimizer_{index}"
+            state = {key: get_optimizer_state_dict(self.model, optimizer)}
+            dcp.load(state, checkpoint_id=path)
+            set_optimizer_state_dict(self.model, optimizer, optim_state_dict=state[key])
+        return torch.load(path / META_FILE, weights_only=weights_only)
+
     def remove_checkpoint(self, filepath: str | os.PathLike) -> None:
         self.background.wait()  # a checkpoint goes only once the one replacing it is written
         super().remove_checkpoint(filepath)
@@ -161,36 +176,3 @@ class ShardedStrategy(ModelParallelStrategy):
         if self.global_rank == 0:
             replace_path(scratch, path)
         self.barrier("checkpoint in place")
-
-
-def build_strategy(
-    cfg: DictConfig, layout: ParallelLayout
-) -> tuple[str | Strategy, FSDPOptions | None]:
-    """The Lightning strategy for ``cfg`` (the strategy group) laid out as ``layout`` and,
-    for the sharded ones, the FSDP2 options the LightningModule applies in
-    ``configure_model``."""
-    if cfg.name not in STRATEGIES:
-        raise ConfigError(f"strategy.name={cfg.name}: unknown; valid: {', '.join(STRATEGIES)}")
-    if cfg.name == "auto":
-        return "auto", None
-    if cfg.name == "ddp":
-        return DDPStrategy(find_unused_parameters=cfg.find_unused_parameters), None
-    strategy = ShardedStrategy(layout, save_distributed_checkpoint=cfg.distributed_checkpoint)
-    fsdp = FSDPOptions(
-        reshard_after_forward=cfg.reshard_after_forward,
-        param_dtype=cfg.mixed_precision,
-        cpu_offload=cfg.cpu_offload,
-    )
-    return strategy, fsdp
-
-
-def pipeline_options(cfg: DictConfig) -> PipelineOptions | None:
-    """How ``strategy=pipeline`` cuts the net and schedules microbatches; None otherwise."""
-    if cfg.name != "pipeline":
-        return None
-    blocks = cfg.get("stage_blocks")
-    return PipelineOptions(
-        schedule=cfg.pipeline_schedule,
-        microbatches=cfg.microbatches,
-        stage_blocks=None if blocks is None else tuple(blocks),
-    )

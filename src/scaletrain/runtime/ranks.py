@@ -2,6 +2,7 @@
 any process group exists; and the log file each rank writes."""
 
 import os
+from typing import Any
 
 
 def local_rank() -> int:
@@ -40,3 +41,9 @@ def rank_log_name(task_name: str, rank: int | None = None, node: int = 0) -> str
     if rank == 0 and node == 0:
         return f"{task_name}.log"
     return f"{task_name}.rank{rank}.log" if node == 0 else f"{task_name}.node{node}.rank{rank}.log"
+
+
+def logs_this_step(trainer: Any) -> bool:
+    """Whether Lightning writes this training step's metrics to the loggers."""
+    every = trainer.log_every_n_steps
+    return bool(trainer.fast_dev_run) or (every > 0 and (trainer.global_step + 1) % every == 0)

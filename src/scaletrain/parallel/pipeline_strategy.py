@@ -1,0 +1,221 @@
+"""``strategy=pipeline``: the strategy that owns the pipeline, so that the LightningModule
+knows nothing of stages.
+
+It cuts the module's net down to this rank's stage before the module parallelizes it
+(:func:`~scaletrain.parallel.pipeline.keep_stage`), runs every batch through torch's
+schedule with the module's ``loss`` for each microbatch, and then the module's own step on
+the last stage with the outputs the schedule computed (:mod:`scaletrain.parallel.last_stage`).
+Lightning's hooks stay in their places: the schedule's gradients are held aside until
+Lightning's ``backward``, so that its ``zero_grad`` (which comes between ``training_step``
+and ``backward``) and gradient accumulation behave as under any strategy; clipping by norm
+takes the norm over every stage's gradients together.
+
+What the strategy needs of the module: the net as ``module.net``, its plan as
+``module.net_plan`` and the loss of a batch as ``module.loss(outputs, targets)``, with
+batches of ``(inputs, targets)``: what :class:`~scaletrain.models.base.ScaleModule` gives.
+"""
+
+import json
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+import torch.distributed as dist
+from torch.optim import Optimizer
+
+from scaletrain.parallel.last_stage import LoggedValues, answering
+from scaletrain.parallel.layout import ParallelLayout
+from scaletrain.parallel.pipeline import (
+    Pipeline,
+    PipelineOptions,
+    Relay,
+    clip_grad_norm_,
+    keep_stage,
+)
+from scaletrain.parallel.strategy import ShardedStrategy
+from scaletrain.runtime.ranks import logs_this_step
+
+TIMELINE_FILE = "pipeline_timeline.json"
+
+
+class PipelineStrategy(ShardedStrategy):
+    """The 3-D mesh's sharded strategy, with this rank running one stage of the net."""
+
+    def __init__(self, layout: ParallelLayout, options: PipelineOptions) -> None:
+        super().__init__(layout, save_distributed_checkpoint=True)
+        self.options = options
+        self.relay: Relay | None = None
+        self.pipeline: Pipeline | None = None
+        self.stage_group: Any = None  # the ranks holding this rank's stage
+        self.within_step = False  # reductions then span the stage's ranks alone
+        self.held_grads: list[torch.Tensor | None] = []  # the schedule's, until backward
+
+    def setup_environment(self) -> None:
+        super().setup_environment()
+        if self.relay is None:  # before configure_model: each rank builds its stage only
+            module = self.lightning_module
+            mesh = self.device_mesh["pipeline"]
+            self.relay = keep_stage(module.net, module.net_plan, mesh, self.options)
+            self.stage_group = self._stage_group()
+
+    def _stage_group(self) -> Any:
+        """The process group of the ranks that hold this rank's stage (data and tensor
+        parallel); every rank creates every stage's, in order."""
+        mine = None
+        for stage_ranks in self.device_mesh.mesh.flatten(1).tolist():
+            group = dist.new_group(stage_ranks)
+            if self.global_rank in stage_ranks:
+                mine = group
+        return mine
+
+    def setup(self, trainer: L.Trainer) -> None:
+        super().setup(trainer)
+        if self.pipeline is None:
+            module = self.lightning_module
+            self.pipeline = Pipeline(
+                module.net,
+                module.net_plan,
+                self.relay,
+                self.device_mesh["pipeline"],
+                self.root_device,
+                self.options,
+                module.loss,
+                trainer.accumulate_grad_batches,
+            )
+        # Lightning clips through the precision plugin; its norm would be this stage's
+        self.precision_plugin.clip_grad_by_norm = self.clip_grad_by_norm
+
+    def sum_over_stages(self, *values: float) -> list[float]:
+        return self.pipeline.sum_over_stages(*values)
+
+    # Training: the schedule, then the module's step on the last stage.
+
+    def _parameters(self) -> list[torch.nn.Parameter]:
+        return list(self.lightning_module.parameters())
+
+    def training_step(self, batch: Any, batch_idx: int, *args: Any) -> Any:
+        inputs, targets = batch
+        parameters = self._parameters()
+        before = [p.grad for p in parameters]  # the batches accumulated so far
+        for p in parameters:
+            p.grad = None
+        with self.precision_plugin.train_step_context():
+            result = self.pipeline.train_step(inputs, targets)
+        self.held_grads = [p.grad for p in parameters]
+        for p, grad in zip(parameters, before, strict=True):
+            p.grad = grad
+        loss, outputs = result if result is not None else (None, None)
+        step = self.lightning_module.training_step
+        answer = self.on_last_stage(step, outputs, loss, batch, batch_idx, *args)
+        if logs_this_step(self.lightning_module.trainer):
+            self.log_busy_fractions()
+        return answer
+
+    def log_busy_fractions(self) -> None:
+        """``perf/pipeline_busy_fraction/stage<i>``: the share of each stage's time spent
+        computing since the last logged step (every rank logs every stage's)."""
+        fractions = [0.0] * self.device_mesh["pipeline"].size()
+        busy = self.pipeline.timeline.busy_fraction()
+        dist.all_gather_object(fractions, busy, group=self.device_mesh["pipeline"].get_group())
+        for stage, fraction in enumerate(fractions):
+            self.lightning_module.log(
+                f"perf/pipeline_busy_fraction/stage{stage}", fraction, on_step=True, on_epoch=False
+            )
+
+    def on_train_end(self) -> None:
+        """Write every stage's last training step (``pipeline_timeline.json`` in the run
+        directory, from rank 0): the spans the benchmark draws."""
+        super().on_train_end()
+        stages: list = [None] * self.device_mesh["pipeline"].size()
+        last_step = self.pipeline.timeline.last_step()
+        dist.all_gather_object(stages, last_step, group=self.device_mesh["pipeline"].get_group())
+        if self.global_rank == 0:
+            path = Path(self.lightning_module.trainer.default_root_dir) / TIMELINE_FILE
+            path.write_text(json.dumps(stages))
+
+    def backward(
+        self, closure_loss: torch.Tensor, optimizer: Optimizer | None, *args: Any, **kwargs: Any
+    ) -> torch.Tensor:
+        """The schedule ran the backward: its gradients join those accumulated (which
+        Lightning's zero_grad may just have cleared), between the backward hooks."""
+        module = self.lightning_module
+        closure_loss = self.precision_plugin.pre_backward(closure_loss, module)
+        for p, grad in zip(self._parameters(), self.held_grads, strict=True):
+            if grad is None:
+                continue
+            if p.grad is None:
+                p.grad = grad
+            else:
+                p.grad += grad
+        self.held_grads = []
+        return self.precision_plugin.post_backward(closure_loss, module)
+
+    def clip_grad_by_norm(self, optimizer: Optimizer, clip_val: float) -> None:
+        parameters = list(self.precision_plugin.main_params(optimizer))
+        clip_grad_norm_(parameters, clip_val, self.pipeline.group)
+
+    # Evaluation: the forward schedule, then the module's step on the last stage.
+
+    def validation_step(self, batch: Any, batch_idx: int, *args: Any) -> Any:
+        with self.precision_plugin.val_step_context():
+            outputs = self.pipeline.forward(batch[0])
+        step = self.lightning_module.validation_step
+        return self.on_last_stage(step, outputs, None, batch, batch_idx, *args)
+
+    def test_step(self, batch: Any, batch_idx: int, *args: Any) -> Any:
+        with self.precision_plugin.test_step_context():
+            outputs = self.pipeline.forward(batch[0])
+        step = self.lightning_module.test_step
+        return self.on_last_stage(step, outputs, None, batch, batch_idx, *args)
+
+    def on_last_stage(
+        self,
+        step: Callable[..., Any],
+        outputs: torch.Tensor | None,
+        loss: torch.Tensor | None,
+        *args: Any,
+    ) -> Any:
+        """``step(*args)`` on the last stage, its net answering ``outputs``; on the other
+        stages, what it logged is logged again and the batch's ``loss`` returned (None in
+        evaluation)."""
+        module = self.lightning_module
+        logged, returned = LoggedValues(), None
+        if self.pipeline.is_last:
+            with answering(module, outputs), logged.recording(module), self.stage_reductions():
+                returned = step(*args)
+        shared = [logged.calls, None if loss is None else loss.cpu()]
+        stages = self.device_mesh["pipeline"]
+        dist.broadcast_object_list(shared, group=stages.get_group(), group_src=stages.size() - 1)
+        if self.pipeline.is_last:
+            return returned
+        calls, loss = shared
+        with self.stage_reductions():
+            LoggedValues.replay(calls, module)
+        return None if loss is None else loss.to(self.root_device)
+
+    @contextmanager
+    def stage_reductions(self) -> Iterator[None]:
+        """Reductions the step asks for (``self.log(sync_dist=True)``, the strategy's
+        ``reduce``) span the ranks of one stage: the other stages do not run the step."""
+        self.within_step = True
+        try:
+            yield
+        finally:
+            self.within_step = False
+
+    def reduce(self, tensor: Any, group: Any | None = None, reduce_op: Any = "mean") -> Any:
+        if group is None and self.within_step:
+            group = self.stage_group
+        return super().reduce(tensor, group=group, reduce_op=reduce_op)
+
+
+def whole_net_size(trainer: L.Trainer) -> tuple[int, int]:
+    """The whole net's parameters and their bytes (``net_size`` of the module, summed over
+    the stages of a pipeline: a collective there, which every rank calls)."""
+    count, size = trainer.lightning_module.net_size()
+    if isinstance(trainer.strategy, PipelineStrategy):
+        count, size = trainer.strategy.sum_over_stages(count, size)
+    return int(count), int(size)
