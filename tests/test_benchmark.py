@@ -51,6 +51,18 @@ def test_tiny_benchmark_writes_every_field(tmp_path):
             figures["samples_per_sec"] / (pipeline["stages"] * pipeline["samples_per_sec_single"])
         )
         assert figures["efficiency_vs_ideal"] == figures["efficiency"] / figures["ideal_fill"]
+        assert figures["vs_reference"] == (
+            figures["samples_per_sec"] / figures["reference_samples_per_sec"]
+        )
+        assert len(figures["busy_fraction"]) == 2
+        assert all(0 < fraction <= 1 for fraction in figures["busy_fraction"])
+    # the timeline of the last step: each stage's line shows its forwards and backwards
+    assert [line[:9] for line in pipeline["timeline"][:2]] == ["stage 0 |", "stage 1 |"]
+    assert all({"F", "B"} <= set(line) for line in pipeline["timeline"][:2])
+    validation = pipeline["validation"]
+    assert validation["speedup"] == (
+        validation["samples_per_sec"] / validation["samples_per_sec_single"]
+    )
     setup = results["setup_memory"]
     for name in ("ddp_2", "fsdp_2"):  # fsdp on 4 ranks outside --tiny
         figures = setup[name]

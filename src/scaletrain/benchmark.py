@@ -32,6 +32,8 @@ from scaletrain.checkpoint.consolidate import is_sharded_checkpoint
 from scaletrain.checkpoint.export import sharded_tensors
 from scaletrain.config import CONFIG_DIR
 from scaletrain.config.build import build_trainer
+from scaletrain.parallel.pipeline_strategy import TIMELINE_FILE
+from scaletrain.parallel.timeline import draw
 from scaletrain.reporting.tensorboard import event_dir
 from scaletrain.runtime.quiet import set_verbosity
 
@@ -164,7 +166,9 @@ def import_time() -> float:
     return time.perf_counter() - started
 
 
-def cli_run(overrides: list[str], run_dir: Path, threads: int = 1) -> dict[str, list[float]]:
+def cli_run(
+    overrides: list[str], run_dir: Path, threads: int = 1, val_batches: int = 0
+) -> dict[str, list[float]]:
     """Run ``python -m scaletrain.train`` and return its perf/* scalars."""
     env = {**os.environ, "OMP_NUM_THREADS": str(threads)}
     command = [
@@ -175,7 +179,7 @@ def cli_run(overrides: list[str], run_dir: Path, threads: int = 1) -> dict[str, 
         "callbacks.rich_progress_bar=null",
         "trainer.enable_progress_bar=false",
         "test=false",
-        "trainer.limit_val_batches=0",
+        f"trainer.limit_val_batches={val_batches}",
         f"hydra.run.dir={run_dir}",
         f"paths.root_dir={run_dir.parent}",
     ]
@@ -280,40 +284,109 @@ def measure_memory(overrides: list[str], root: Path, layouts: list[str]) -> dict
     return results
 
 
+# The pipeline's workload: gpt_text's GPT at a width where a microbatch's compute (tens of
+# milliseconds) is well above a transfer of its activations over gloo (1.5 ms), and a
+# batch whose 8 microbatches still hold 4 samples each.
+PIPELINE_GPT = ["model.net.dim=256", "data.batch_size=32"]
+
+
+class EvalClock(Callback):
+    """Logs ``perf/val_samples_per_sec``: the samples of each validation (sanity check
+    excluded) over its wall time, on rank 0."""
+
+    def __init__(self) -> None:
+        self.started, self.samples = 0.0, 0
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module) -> None:
+        self.started, self.samples = time.perf_counter(), 0
+
+    def on_validation_batch_end(self, trainer, pl_module, outputs, batch, *args) -> None:
+        self.samples += len(batch[0])
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module) -> None:
+        if trainer.sanity_checking or not self.samples:
+            return
+        rate = self.samples / (time.perf_counter() - self.started)
+        for logger in trainer.loggers:
+            logger.log_metrics({"perf/val_samples_per_sec": rate}, step=trainer.global_step)
+
+
+EVAL_CLOCK = "+callbacks.eval_clock={_target_: scaletrain.benchmark.EvalClock}"
+
+
+def reference_pipeline_rate(overrides: list[str], schedule: str, microbatches: int) -> float:
+    """samples/s of torch's schedule alone on the same stages (scaletrain.pipeline_reference),
+    2 processes of one thread."""
+    command = [
+        sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+        "-m", "scaletrain.pipeline_reference", "--schedule", schedule,
+        "--microbatches", str(microbatches), *overrides,
+    ]  # fmt: skip
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(command, env=env, capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"pipeline reference failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])["samples_per_sec"]
+
+
 def measure_pipeline(
     overrides: list[str], root: Path, steps: int, microbatches: tuple[int, ...] = (1, 2, 4, 8)
 ) -> dict:
     """samples/s of a 2-stage pipeline (GPipe, which takes any number of microbatches;
-    one thread per stage) with each number of
-    microbatches ``m``, against one process on the same batch. A pipeline of ``p`` stages
-    kept busy would be ``p`` times as fast as one process; each stage is idle for
-    ``p - 1`` of every ``m + p - 1`` slots (the bubble), so the ideal is a busy fraction
-    of m / (m + p - 1). The measured efficiency is rate / (p x single rate)."""
-    stages = 2
-    common = steady_run([*overrides, f"data.batch_size={max(microbatches) * 2}"], steps)
-    single = steady(cli_run(common, root / "pipeline-single")["perf/samples_per_sec"])
+    one thread per stage) with each number of microbatches ``m``, against one process on
+    the same batch, and against torch's schedule alone on the same stages. A pipeline of
+    ``p`` stages kept busy would be ``p`` times as fast as one process; each stage is idle
+    for ``p - 1`` of every ``m + p - 1`` slots (the bubble), so the ideal is a busy
+    fraction of m / (m + p - 1). The measured efficiency is rate / (p x single rate).
+    Also each stage's busy fraction, the timeline of the last step with the most
+    microbatches, and validation's samples/s against one process's."""
+    stages, most = 2, max(microbatches)
+    common = steady_run(overrides, steps)
+    validating = [EVAL_CLOCK, f"trainer.val_check_interval={steps}"]
+    single_perf = cli_run([*common, *validating], root / "pipeline-single", val_batches=10)
+    single = steady(single_perf["perf/samples_per_sec"])
     results: dict = {"samples_per_sec_single": single, "stages": stages, "microbatches": {}}
     for count in microbatches:
+        run_dir = root / f"pipeline-m{count}"
+        layout = [
+            "strategy=pipeline",
+            "strategy.pipeline_schedule=gpipe",
+            f"strategy.pipeline_parallel_size={stages}",
+            f"strategy.microbatches={count}",
+            f"trainer.devices={stages}",
+        ]
+        evaluate = count == most
         perf = cli_run(
-            [
-                *common,
-                "strategy=pipeline",
-                "strategy.pipeline_schedule=gpipe",
-                f"strategy.pipeline_parallel_size={stages}",
-                f"strategy.microbatches={count}",
-                f"trainer.devices={stages}",
-            ],
-            root / f"pipeline-m{count}",
+            [*common, *layout, *(validating if evaluate else [])],
+            run_dir,
+            val_batches=10 if evaluate else 0,
         )
         rate = steady(perf["perf/samples_per_sec"])
+        reference = reference_pipeline_rate(overrides, "gpipe", count)
         ideal = count / (count + stages - 1)
         efficiency = rate / (stages * single)
         results["microbatches"][str(count)] = {
             "samples_per_sec": rate,
+            "speedup": rate / single,
             "ideal_fill": ideal,
             "efficiency": efficiency,
             "efficiency_vs_ideal": efficiency / ideal,
+            "reference_samples_per_sec": reference,
+            "vs_reference": rate / reference,
+            "busy_fraction": [
+                steady(perf[f"perf/pipeline_busy_fraction/stage{stage}"]) for stage in range(stages)
+            ],
         }
+        if evaluate:
+            results["timeline"] = draw(json.loads((run_dir / TIMELINE_FILE).read_text()))
+            val = perf["perf/val_samples_per_sec"][-1]
+            val_single = single_perf["perf/val_samples_per_sec"][-1]
+            results["validation"] = {
+                "microbatches": count,
+                "samples_per_sec": val,
+                "samples_per_sec_single": val_single,
+                "speedup": val / val_single,
+            }
     return results
 
 
@@ -524,12 +597,22 @@ def markdown(results: dict) -> str:
         )
     pipeline = results["pipeline"]
     for count, figures in pipeline["microbatches"].items():
+        busy = " / ".join(f"{fraction:.2f}" for fraction in figures["busy_fraction"])
         rows.append(
             f"| pipeline {pipeline['stages']} stages (gpipe), {count} microbatches: samples/s "
             f"(single {pipeline['samples_per_sec_single']:.1f}) | "
-            f"{figures['samples_per_sec']:.1f}: efficiency **{figures['efficiency']:.2f}** "
-            f"vs ideal fill {figures['ideal_fill']:.2f} = "
-            f"**{figures['efficiency_vs_ideal']:.2f}x** | |"
+            f"{figures['samples_per_sec']:.1f} = **{figures['speedup']:.2f}x**: efficiency "
+            f"{figures['efficiency']:.2f} vs ideal fill {figures['ideal_fill']:.2f} = "
+            f"**{figures['efficiency_vs_ideal']:.2f}x**; torch's schedule alone "
+            f"{figures['reference_samples_per_sec']:.1f} (ours **{figures['vs_reference']:.2f}x**);"
+            f" stages busy {busy} | {'>= 1.4x, >= 0.8x' if count == 8 else ''} |"
+        )
+    validation = pipeline.get("validation")
+    if validation:
+        rows.append(
+            f"| pipeline validation, {validation['microbatches']} microbatches: samples/s / one "
+            f"process | {validation['samples_per_sec']:.1f} / "
+            f"{validation['samples_per_sec_single']:.1f} = **{validation['speedup']:.2f}x** | |"
         )
     setup = results["setup_memory"]
     targets = {"ddp_2": "about 1.0", "fsdp_2": "<= 0.6", "fsdp_4": "<= 0.35"}
@@ -580,7 +663,14 @@ def markdown(results: dict) -> str:
         rows = [TINY_NOTE, ""] + [
             re.sub(r"\| ([<>]=[^|]*) \|$", "| (not comparable) |", r) for r in rows
         ]
-    return "\n".join(rows) + "\n"
+    timeline = [
+        "",
+        "Pipeline timeline, the last training step (F forward, L loss, B backward):",
+        "```",
+        *results["pipeline"]["timeline"],
+        "```",
+    ]
+    return "\n".join([*rows, *timeline]) + "\n"
 
 
 TINY_NOTE = (
@@ -595,7 +685,9 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--output", type=Path, default=Path("outputs/benchmark.json"))
     parser.add_argument("--verbose", action="store_true", help="keep the libraries' lines")
     parser.add_argument(
-        "--only", choices=("checkpointing",), help="this measurement alone (its table rows)"
+        "--only",
+        choices=("checkpointing", "pipeline"),
+        help="this measurement alone (its figures, as JSON)",
     )
     args = parser.parse_args(argv)
     set_verbosity(args.verbose)
@@ -609,6 +701,17 @@ def main(argv: list[str] | None = None) -> dict:
             rows = measure_checkpointing(checkpoint_gpt, Path(scratch), *checkpoint_steps)
         print(json.dumps(rows, indent=2))
         return {"checkpointing": rows}
+    pipeline_gpt = [*workloads["gpt"], *([] if args.tiny else PIPELINE_GPT)]
+    pipeline_steps = 10 if args.tiny else 40
+    pipeline_microbatches = (2,) if args.tiny else (1, 2, 4, 8)
+    if args.only == "pipeline":
+        with tempfile.TemporaryDirectory() as scratch:
+            figures = measure_pipeline(
+                pipeline_gpt, Path(scratch), pipeline_steps, pipeline_microbatches
+            )
+        print(json.dumps(figures, indent=2))
+        print("\n".join(figures["timeline"]))
+        return {"pipeline": figures}
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
         results = {
@@ -632,12 +735,7 @@ def main(argv: list[str] | None = None) -> dict:
                 root,
                 ["ddp_2", "fsdp_2"] if args.tiny else list(SETUP_LAYOUTS),
             ),
-            "pipeline": measure_pipeline(
-                workloads["gpt"],
-                root,
-                10 if args.tiny else 40,
-                (2,) if args.tiny else (1, 2, 4, 8),
-            ),
+            "pipeline": measure_pipeline(pipeline_gpt, root, pipeline_steps, pipeline_microbatches),
             "token_memory": measure_token_memory(*((1, 5) if args.tiny else (20, 30)), root),
             "checkpointing": measure_checkpointing(checkpoint_gpt, root, *checkpoint_steps),
             # compiling costs more than everything else --tiny runs: not in the smoke test

@@ -1,0 +1,49 @@
+"""The pipeline timeline: spans timed on a stage's methods, drawn side by side."""
+
+import time
+
+from scaletrain.parallel.timeline import StageTimeline, draw
+
+
+class FakeStage:
+    def forward_one_chunk(self, microbatch, *args):
+        time.sleep(0.02)
+
+    def backward_one_chunk(self, microbatch, *args):
+        time.sleep(0.04)
+
+    def backward_weight_one_chunk(self, microbatch, *args):
+        pass
+
+
+def test_a_step_records_each_microbatchs_compute_and_the_waits_between():
+    stage, timeline = FakeStage(), StageTimeline()
+    timeline.watch(stage)
+    stage.forward_one_chunk(0)  # outside a step: not recorded
+    with timeline.step():
+        stage.forward_one_chunk(0)
+        time.sleep(0.04)  # waiting for the other stage
+        stage.backward_one_chunk(0)
+    kinds = [(span.kind, span.microbatch) for span in timeline.spans]
+    assert kinds == [("forward", 0), ("backward", 0)]
+    step = timeline.last_step()
+    assert 0.1 <= step["seconds"] < 0.2
+    busy = timeline.busy_fraction()
+    assert 0.45 < busy < 0.7  # 60 ms of compute in about 100
+    assert timeline.busy_fraction() == 0.0  # the window starts afresh
+
+
+def test_draw_lays_the_stages_on_one_time_axis():
+    stages = [
+        {"seconds": 1.0, "spans": [
+            {"kind": "forward", "microbatch": 0, "start": 0.0, "end": 0.25},
+            {"kind": "backward", "microbatch": 0, "start": 0.75, "end": 1.0},
+        ]},
+        {"seconds": 0.5, "spans": [
+            {"kind": "forward", "microbatch": 0, "start": 0.25, "end": 0.5},
+        ]},
+    ]  # fmt: skip
+    lines = draw(stages, width=8)
+    assert lines[0] == "stage 0 |FF....BB| busy 0.50"
+    assert lines[1] == "stage 1 |..FF....| busy 0.50"
+    assert lines[2].endswith("1000 ms")
