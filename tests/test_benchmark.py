@@ -56,9 +56,18 @@ def test_tiny_benchmark_writes_every_field(tmp_path):
         )
         assert len(figures["busy_fraction"]) == 2
         assert all(0 < fraction <= 1 for fraction in figures["busy_fraction"])
-    # the timeline of the last step: each stage's line shows its forwards and backwards
-    assert [line[:9] for line in pipeline["timeline"][:2]] == ["stage 0 |", "stage 1 |"]
+    # the timeline of the last step: each rank's line shows its forwards and backwards
+    assert [line[:8] for line in pipeline["timeline"][:2]] == ["rank 0 |", "rank 1 |"]
     assert all({"F", "B"} <= set(line) for line in pipeline["timeline"][:2])
+    assert set(pipeline["schedules"]) == {
+        "1f1b", "interleaved_1f1b", "interleaved_zero_bubble", "zbv_zero_bubble"
+    }  # fmt: skip
+    for schedule, counts in pipeline["schedules"].items():
+        for count, figures in counts.items():
+            per_rank = 1 if schedule == "1f1b" else 2
+            assert figures["stages_per_rank"] == per_rank
+            assert figures["ideal_fill"] == int(count) / (int(count) + 1 / per_rank)
+            assert figures["efficiency_vs_ideal"] == figures["efficiency"] / figures["ideal_fill"]
     validation = pipeline["validation"]
     assert validation["speedup"] == (
         validation["samples_per_sec"] / validation["samples_per_sec_single"]

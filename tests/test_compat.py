@@ -195,3 +195,15 @@ def test_model_checkpoint_still_writes_through_its_save_hook():
             f"ModelCheckpoint._save_checkpoint no longer does {step!r}: the best checkpoint "
             "written in the background misses it; see scaletrain.compat.save_model_checkpoint"
         )
+
+
+def test_torchs_runtime_schedules_still_keep_their_lowered_actions():
+    """compat.forward_only cuts a V-shaped schedule's lowered actions to the forwards."""
+    import inspect
+
+    from torch.distributed.pipelining import schedules
+
+    source = inspect.getsource(schedules._PipelineScheduleRuntime)
+    assert "self.pipeline_order_with_comms[self.rank]" in source
+    names = {member.name for member in schedules._ComputationType}
+    assert {"FORWARD", "SEND_F", "RECV_F"} <= names

@@ -150,3 +150,48 @@ def test_eval_reads_a_pipeline_checkpoint(halfway):
         assert evaluation.returncode == 0
         losses.append(evaluation.metrics["metrics"]["test/loss"])
     assert abs(losses[0] - losses[1]) <= TOLERANCE
+
+
+# -- several stages per rank: the interleaved and V-shaped schedules ------------------------
+
+GPT4 = [*MODELS["gpt"], "model.net.num_layers=4"]  # 4 blocks: 2 stages on each of 2 ranks
+SEVERAL = ("interleaved_1f1b", "interleaved_zero_bubble", "zbv_zero_bubble")
+
+
+@pytest.fixture(scope="module")
+def single_gpt4(tmp_path_factory):
+    return parity_run(tmp_path_factory.mktemp("single4"), "single", *GPT4, here=True)
+
+
+@pytest.mark.parametrize("schedule", SEVERAL)
+def test_several_stages_per_rank_train_like_one_process(single_gpt4, tmp_path, schedule):
+    run = parity_run(
+        tmp_path, "pipeline", *GPT4, *PIPELINE, *LAYOUTS["pp2"],
+        f"strategy.pipeline_schedule={schedule}",
+    )  # fmt: skip
+    assert_same_training(run, single_gpt4)
+    # each rank holds two stages that are not neighbours (looped) or, in a V, the first
+    # rank holds the first and the last
+    ranks = "0, 1, 0, 1" if schedule != "zbv_zero_bubble" else "0, 1, 1, 0"
+    summary = (run.run_dir / "train.log").read_text()
+    held = [summary.split(f"pipeline stage {stage} (rank ")[1][0] for stage in range(4)]
+    assert ", ".join(held) == ranks
+
+
+@pytest.mark.parametrize(
+    "resume",
+    [[], [*PIPELINE, *LAYOUTS["pp2"]]],
+    ids=["interleaved-to-single", "interleaved-to-1f1b"],
+)
+def test_a_checkpoint_of_several_stages_per_rank_resumes_under_another_layout(
+    single_gpt4, tmp_path, resume
+):
+    interleaved = [*PIPELINE, *LAYOUTS["pp2"], "strategy.pipeline_schedule=interleaved_1f1b"]
+    half = parity_run(tmp_path, "half", *GPT4, *interleaved, f"trainer.max_steps={HALF}")
+    last = half.run_dir / "checkpoints" / "last.ckpt"
+    resumed = parity_run(tmp_path, "resumed", *GPT4, f"ckpt_path={last}", *resume, here=not resume)
+    weights, reference = final_weights(resumed), final_weights(single_gpt4)
+    for name, expected in reference.items():
+        assert (weights[name] - expected).abs().max().item() <= TOLERANCE, name
+    losses, reference_losses = step_losses(resumed), step_losses(single_gpt4)[HALF:]
+    assert losses == pytest.approx(reference_losses, abs=TOLERANCE)

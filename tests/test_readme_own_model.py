@@ -38,8 +38,9 @@ def test_the_readme_own_model_and_data_train_under_every_strategy(tmp_path):
         "mydata.py",
         "residual_mlp.yaml",
         "my_digits.yaml",
+        "mymodules.py",  # a LightningModule of one's own
     }
-    (commands,) = [text for language, text in blocks if language == "bash" and "myconf" in text]
+    commands = "".join(text for language, text in blocks if language == "bash" and "myconf" in text)
     env = {
         **CLI_ENV,
         "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
@@ -52,6 +53,6 @@ def test_the_readme_own_model_and_data_train_under_every_strategy(tmp_path):
     assert run.returncode == 0, run.stdout + run.stderr
     assert "Traceback" not in run.stdout + run.stderr
     results = sorted((tmp_path / "outputs" / "runs").glob("*/metrics.json"))
-    assert len(results) == 5
+    assert len(results) == 6
     for result in results:
         assert json.loads(result.read_text())["metrics"]["test/acc"] > 0.9, result

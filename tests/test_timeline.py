@@ -44,6 +44,6 @@ def test_draw_lays_the_stages_on_one_time_axis():
         ]},
     ]  # fmt: skip
     lines = draw(stages, width=8)
-    assert lines[0] == "stage 0 |FF....BB| busy 0.50"
-    assert lines[1] == "stage 1 |..FF....| busy 0.50"
+    assert lines[0] == "rank 0 |FF....BB| busy 0.50"
+    assert lines[1] == "rank 1 |..FF....| busy 0.50"
     assert lines[2].endswith("1000 ms")

@@ -66,7 +66,59 @@ GPT = ["experiment=gpt_text"]
         ),
         (
             [*GPT, "strategy=pipeline", "trainer.devices=2", "strategy.pipeline_schedule=zigzag"],
-            "strategy.pipeline_schedule=zigzag: unknown; valid: gpipe, 1f1b",
+            "strategy.pipeline_schedule=zigzag: unknown; valid: gpipe, 1f1b, interleaved_1f1b, "
+            "interleaved_zero_bubble, zbv_zero_bubble",
+        ),
+        (
+            [*GPT, "strategy=pipeline", "trainer.devices=2", "strategy.stages_per_rank=2"],
+            "strategy.stages_per_rank=2: 1f1b runs one stage per rank; valid: 1 (or null), or "
+            "strategy.pipeline_schedule=interleaved_1f1b | interleaved_zero_bubble | "
+            "zbv_zero_bubble",
+        ),
+        (
+            [
+                *GPT,
+                "strategy=pipeline",
+                "trainer.devices=2",
+                "strategy.pipeline_schedule=zbv_zero_bubble",
+                "strategy.stages_per_rank=3",
+            ],
+            "strategy.stages_per_rank=3: zbv_zero_bubble places 2 stages on each rank (in a V); "
+            "valid: 2 (or null)",
+        ),
+        (
+            [
+                *GPT,
+                "strategy=pipeline",
+                "trainer.devices=2",
+                "strategy.pipeline_schedule=interleaved_1f1b",
+                "strategy.microbatches=3",
+                "data.batch_size=12",
+            ],
+            "strategy.microbatches=3: interleaved_1f1b runs microbatches in rounds of the "
+            "pipeline's 2 ranks; valid: a multiple of 2",
+        ),
+        (
+            [
+                *GPT,
+                "strategy=pipeline",
+                "trainer.devices=4",
+                "strategy.pipeline_schedule=interleaved_zero_bubble",
+            ],
+            "strategy.stages_per_rank=2: several stages per rank run without FSDP2; valid with "
+            "a data-parallel size of 1 (here 2), no strategy.mixed_precision and no "
+            "strategy.cpu_offload; or strategy.pipeline_schedule=1f1b | gpipe",
+        ),
+        (
+            [
+                *GPT,
+                "strategy=pipeline",
+                "trainer.devices=2",
+                "strategy.pipeline_schedule=interleaved_1f1b",
+                "strategy.stages_per_rank=3",
+            ],
+            "strategy.stages_per_rank=3: 2 x 3 = 6 stages, more than the net's 4 blocks "
+            "(model.parallel.blocks=blocks); valid: at most 4 stages in all",
         ),
         (
             [

@@ -32,6 +32,7 @@ from scaletrain.checkpoint.consolidate import is_sharded_checkpoint
 from scaletrain.checkpoint.export import sharded_tensors
 from scaletrain.config import CONFIG_DIR
 from scaletrain.config.build import build_trainer
+from scaletrain.parallel.pipeline import default_stages_per_rank
 from scaletrain.parallel.pipeline_strategy import TIMELINE_FILE
 from scaletrain.parallel.timeline import draw
 from scaletrain.reporting.tensorboard import event_dir
@@ -54,7 +55,7 @@ TINY_WORKLOADS = {
         *WORKLOADS["gpt"],
         "data.max_bytes=300000",
         "model.net.dim=32",
-        "model.net.num_layers=2",  # one block per pipeline stage
+        "model.net.num_layers=4",  # a block per stage, 2 stages on each of 2 ranks
     ],
     "mlp": ["data=synthetic", "data.batch_size=32"],
 }
@@ -374,7 +375,7 @@ def measure_pipeline(
             "reference_samples_per_sec": reference,
             "vs_reference": rate / reference,
             "busy_fraction": [
-                steady(perf[f"perf/pipeline_busy_fraction/stage{stage}"]) for stage in range(stages)
+                steady(perf[f"perf/pipeline_busy_fraction/rank{rank}"]) for rank in range(stages)
             ],
         }
         if evaluate:
@@ -386,6 +387,48 @@ def measure_pipeline(
                 "samples_per_sec": val,
                 "samples_per_sec_single": val_single,
                 "speedup": val / val_single,
+            }
+    results["schedules"] = measure_pipeline_schedules(
+        overrides, root, steps, single, tuple(count for count in microbatches if count >= 4) or (2,)
+    )
+    return results
+
+
+SCHEDULE_ROWS = ("1f1b", "interleaved_1f1b", "interleaved_zero_bubble", "zbv_zero_bubble")
+
+
+def measure_pipeline_schedules(
+    overrides: list[str], root: Path, steps: int, single: float, microbatches: tuple[int, ...]
+) -> dict:
+    """Efficiency of each schedule on 2 ranks (the net's 4 blocks as 2 stages, or as 4
+    stages, 2 per rank, for the interleaved and V-shaped ones) at each number of
+    microbatches, beside its ideal: m / (m + (p - 1) / v) for p ranks of v stages each
+    (interleaving divides the bubble by v)."""
+    ranks, results = 2, {}
+    common = steady_run(overrides, steps)
+    for schedule in SCHEDULE_ROWS:
+        per_rank = default_stages_per_rank(schedule)
+        results[schedule] = {}
+        for count in microbatches:
+            perf = cli_run(
+                [
+                    *common,
+                    "strategy=pipeline",
+                    f"strategy.pipeline_schedule={schedule}",
+                    f"strategy.microbatches={count}",
+                    f"trainer.devices={ranks}",
+                ],
+                root / f"schedule-{schedule}-m{count}",
+            )
+            rate = steady(perf["perf/samples_per_sec"])
+            ideal = count / (count + (ranks - 1) / per_rank)
+            efficiency = rate / (ranks * single)
+            results[schedule][str(count)] = {
+                "stages_per_rank": per_rank,
+                "samples_per_sec": rate,
+                "efficiency": efficiency,
+                "ideal_fill": ideal,
+                "efficiency_vs_ideal": efficiency / ideal,
             }
     return results
 
@@ -605,8 +648,17 @@ def markdown(results: dict) -> str:
             f"{figures['efficiency']:.2f} vs ideal fill {figures['ideal_fill']:.2f} = "
             f"**{figures['efficiency_vs_ideal']:.2f}x**; torch's schedule alone "
             f"{figures['reference_samples_per_sec']:.1f} (ours **{figures['vs_reference']:.2f}x**);"
-            f" stages busy {busy} | {'>= 1.4x, >= 0.8x' if count == 8 else ''} |"
+            f" ranks busy {busy} | {'>= 1.4x, >= 0.8x' if count == 8 else ''} |"
         )
+    for schedule, counts in pipeline["schedules"].items():
+        for count, figures in counts.items():
+            rows.append(
+                f"| pipeline {schedule}, {figures['stages_per_rank']} stage"
+                f"{'s' * (figures['stages_per_rank'] > 1)} per rank, {count} microbatches: "
+                f"samples/s | {figures['samples_per_sec']:.1f}: efficiency "
+                f"{figures['efficiency']:.2f} vs ideal {figures['ideal_fill']:.2f} = "
+                f"**{figures['efficiency_vs_ideal']:.2f}x** | |"
+            )
     validation = pipeline.get("validation")
     if validation:
         rows.append(

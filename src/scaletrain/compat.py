@@ -218,3 +218,21 @@ def child_node(node: DictConfig, key: str) -> Node:
 def is_none_node(node: Node) -> bool:
     """Whether ``node`` holds null (a config group switched off)."""
     return node._is_none()
+
+
+# -- torch: evaluating a V-shaped pipeline ------------------------------------------------
+
+
+def forward_only(schedule: Any) -> Any:
+    """``schedule`` (a runtime schedule of torch.distributed.pipelining, e.g. ZBV) with
+    its actions cut to the forwards and their sends and receives, for evaluation. Its own
+    ``eval`` still runs the backward actions, as no-ops, except where two adjacent stages
+    share a rank (a V holds such a pair): there it hands the gradient over and fails in
+    torch 2.13 ("can't steal_bwd_input if this stage doesn't have backward"). The lowered
+    actions are an undocumented attribute (``pipeline_order_with_comms``)."""
+    kept = {"FORWARD", "SEND_F", "RECV_F"}
+    schedule.pipeline_order_with_comms = {
+        rank: [action for action in actions if action.computation_type.name in kept]
+        for rank, actions in schedule.pipeline_order_with_comms.items()
+    }
+    return schedule

@@ -22,10 +22,15 @@ import torch
 import torch.distributed as dist
 from hydra.utils import instantiate
 from torch.distributed.device_mesh import init_device_mesh
-from torch.distributed.pipelining import PipelineStage
 
 from scaletrain.benchmark import block_median, compose_train
-from scaletrain.parallel.pipeline import SCHEDULES, PipelineOptions, StageForward, keep_stage
+from scaletrain.parallel.pipeline import (
+    SCHEDULES,
+    PipelineOptions,
+    default_stages_per_rank,
+    keep_stages,
+    pipeline_stages,
+)
 
 
 def main(argv: list[str] | None = None) -> float:
@@ -39,24 +44,26 @@ def main(argv: list[str] | None = None) -> float:
 
     dist.init_process_group("gloo")
     torch.set_num_threads(1)
-    stages = dist.get_world_size()
+    ranks = dist.get_world_size()
     cfg = compose_train(args.overrides, Path(tempfile.gettempdir()))
     L.seed_everything(cfg.seed, verbose=False)
     model, datamodule = instantiate(cfg.model), instantiate(cfg.data)
     datamodule.setup("fit")
 
-    mesh = init_device_mesh("cpu", (stages,), mesh_dim_names=("pipeline",))
-    options = PipelineOptions(schedule=args.schedule, microbatches=args.microbatches)
-    relay = keep_stage(model.net, model.net_plan, mesh, options)
-    rank, last = dist.get_rank(), dist.get_rank() == stages - 1
-    stage = PipelineStage(
-        StageForward(model.net, model.net_plan, relay, last=last),
-        stage_index=rank,
-        num_stages=stages,
-        device=torch.device("cpu"),
+    mesh = init_device_mesh("cpu", (ranks,), mesh_dim_names=("pipeline",))
+    options = PipelineOptions(
+        schedule=args.schedule,
+        microbatches=args.microbatches,
+        stages_per_rank=default_stages_per_rank(args.schedule),
     )
+    relays = keep_stages(model.net, model.net_plan, mesh, options)
+    stages = pipeline_stages(model.net, model.net_plan, relays, ranks, torch.device("cpu"))
+    last = any(stage.is_last for stage in stages)
     schedule = SCHEDULES[args.schedule](
-        stage, n_microbatches=args.microbatches, loss_fn=model.loss, scale_grads=True
+        stages if len(stages) > 1 else stages[0],
+        n_microbatches=args.microbatches,
+        loss_fn=model.loss,
+        scale_grads=True,
     )
     optimizer = instantiate(cfg.model.optimizer)(params=model.net.parameters())
     model.net.train()
@@ -71,7 +78,7 @@ def main(argv: list[str] | None = None) -> float:
         rows = len(inputs)
     dist.barrier()
     rate = rows / block_median(starts, args.warmup, 1)
-    if rank == 0:
+    if dist.get_rank() == 0:
         print(json.dumps({"samples_per_sec": rate}))
     dist.destroy_process_group()
     return rate

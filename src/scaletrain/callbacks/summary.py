@@ -56,11 +56,17 @@ def summary_lines(net: nn.Module) -> list[str]:
     return lines
 
 
-def stage_lines(num_blocks: int, stages: int, options, plan) -> list[str]:
-    """Which blocks (and modules before and after them) each pipeline stage holds."""
+def stage_lines(num_blocks: int, ranks: int, options, plan) -> list[str]:
+    """Which blocks (and modules before and after them) each pipeline stage holds, and,
+    with several stages per rank, on which rank."""
+    stages = ranks * options.stages_per_rank
     ranges = stage_ranges(num_blocks, stages, options.stage_blocks)
+
+    def where(stage: int) -> str:
+        return f" (rank {options.stage_rank(stage, ranks)})" if options.stages_per_rank > 1 else ""
+
     return [
-        f"  pipeline stage {stage}: blocks {blocks.start}-{blocks.stop - 1}"
+        f"  pipeline stage {stage}{where(stage)}: blocks {blocks.start}-{blocks.stop - 1}"
         + (f" and {', '.join(plan.first)}" if stage == 0 and plan.first else "")
         + (f" and {', '.join(plan.last)}" if stage == stages - 1 and plan.last else "")
         for stage, blocks in enumerate(ranges)
@@ -88,7 +94,7 @@ class NetSummary(Callback):
             if plan.blocks_found:  # the user may want to name others: say which were taken
                 lines.append(f"  blocks (found): {plan.blocks}, {len(blocks)}")
         if pipeline is not None:
-            stages = pipeline.layout.pipeline_parallel_size
-            lines += stage_lines(len(blocks), stages, pipeline.options, plan)
+            ranks = pipeline.layout.pipeline_parallel_size
+            lines += stage_lines(len(blocks), ranks, pipeline.options, plan)
         for line in lines:
             log.info(line)

@@ -24,7 +24,13 @@ from scaletrain.data.base import ShardedDataModule
 from scaletrain.nets.build import build_net
 from scaletrain.parallel.layout import ParallelLayout, accelerator_type, world_size
 from scaletrain.parallel.net_plan import NetPlan
-from scaletrain.parallel.pipeline import SCHEDULES, split_problems
+from scaletrain.parallel.pipeline import (
+    LOOPED,
+    SCHEDULES,
+    V_SHAPED,
+    default_stages_per_rank,
+    split_problems,
+)
 from scaletrain.parallel.strategies import build_strategy
 
 # The settings Lightning's Trainer resolves and checks itself when it is built.
@@ -256,6 +262,7 @@ def check_net(cfg: DictConfig, layout: ParallelLayout | None) -> list[str]:
             f"model.parallel.blocks={plan.blocks}",
             pp,
             None if blocks is None else list(blocks),
+            stages_per_rank(cfg.strategy),
         )
     return problems
 
@@ -276,11 +283,59 @@ def check_pipeline(cfg: DictConfig, layout: ParallelLayout) -> list[str]:
             f"strategy.microbatches={microbatches}: 1f1b needs at least one microbatch per "
             f"stage ({stages}); valid: {stages} or more, or strategy.pipeline_schedule=gpipe"
         )
+    problems += several_stages_problems(cfg.strategy, layout)
     if cfg.strategy.get("distributed_checkpoint") is False:
         problems.append(
             "strategy.distributed_checkpoint=false: each pipeline stage saves its own "
             "parameters; valid under strategy=pipeline: true (scaletrain.consolidate makes "
             "one file)"
+        )
+    return problems
+
+
+def stages_per_rank(strategy_cfg: DictConfig) -> int:
+    given = strategy_cfg.get("stages_per_rank")
+    if given is None:
+        return default_stages_per_rank(strategy_cfg.get("pipeline_schedule"))
+    return given
+
+
+def several_stages_problems(strategy_cfg: DictConfig, layout: ParallelLayout) -> list[str]:
+    """What the schedules of several stages per rank need: a count that fits the schedule,
+    microbatches in rounds of the pipeline's ranks, and no FSDP2 (whose hooks belong to a
+    net run whole, not to several views of it)."""
+    schedule, per_rank = strategy_cfg.get("pipeline_schedule"), stages_per_rank(strategy_cfg)
+    ranks, microbatches = layout.pipeline_parallel_size, layout.microbatches
+    several = (*LOOPED, *V_SHAPED)
+    if not isinstance(per_rank, int) or per_rank < 1:
+        return [f"strategy.stages_per_rank={per_rank}: valid: 1 or more, or null"]
+    if schedule not in several and per_rank != 1:
+        return [
+            f"strategy.stages_per_rank={per_rank}: {schedule} runs one stage per rank; valid: "
+            f"1 (or null), or strategy.pipeline_schedule={' | '.join(several)}"
+        ]
+    if schedule in V_SHAPED and per_rank != 2:
+        return [
+            f"strategy.stages_per_rank={per_rank}: {schedule} places 2 stages on each rank "
+            "(in a V); valid: 2 (or null)"
+        ]
+    problems = []
+    if schedule in LOOPED and microbatches % ranks:
+        problems.append(
+            f"strategy.microbatches={microbatches}: {schedule} runs microbatches in rounds of "
+            f"the pipeline's {ranks} ranks; valid: a multiple of {ranks}"
+        )
+    sharded = (
+        layout.data_parallel_size > 1
+        or strategy_cfg.get("mixed_precision") is not None
+        or strategy_cfg.get("cpu_offload")
+    )
+    if per_rank > 1 and sharded:
+        problems.append(
+            f"strategy.stages_per_rank={per_rank}: several stages per rank run without FSDP2; "
+            f"valid with a data-parallel size of 1 (here {layout.data_parallel_size}), no "
+            "strategy.mixed_precision and no strategy.cpu_offload; or "
+            "strategy.pipeline_schedule=1f1b | gpipe"
         )
     return problems
 

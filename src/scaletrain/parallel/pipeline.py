@@ -18,19 +18,43 @@ would be.
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
-from torch.distributed.pipelining import PipelineStage, Schedule1F1B, ScheduleGPipe
+from torch.distributed.pipelining import (
+    PipelineStage,
+    Schedule1F1B,
+    ScheduleGPipe,
+    ScheduleInterleaved1F1B,
+    ScheduleInterleavedZeroBubble,
+    ScheduleZBVZeroBubble,
+)
 from torch.distributed.tensor import DTensor
 
+from scaletrain import compat
 from scaletrain.conventions import IGNORE_INDEX
 from scaletrain.parallel.net_plan import NetPlan
 from scaletrain.parallel.timeline import StageTimeline
 
-SCHEDULES = {"gpipe": ScheduleGPipe, "1f1b": Schedule1F1B}
+SCHEDULES = {
+    "gpipe": ScheduleGPipe,
+    "1f1b": Schedule1F1B,
+    "interleaved_1f1b": ScheduleInterleaved1F1B,
+    "interleaved_zero_bubble": ScheduleInterleavedZeroBubble,
+    "zbv_zero_bubble": ScheduleZBVZeroBubble,
+}
+# The schedules that run several stages on each rank, and how they place them: looped
+# (stage s on rank s % ranks) or V-shaped (rank r holds stages r and 2 x ranks - 1 - r,
+# so that the first rank holds the last stage too).
+LOOPED = ("interleaved_1f1b", "interleaved_zero_bubble")
+V_SHAPED = ("zbv_zero_bubble",)
+
+
+def default_stages_per_rank(schedule: str) -> int:
+    return 2 if schedule in (*LOOPED, *V_SHAPED) else 1
 
 
 @dataclass(frozen=True)
@@ -42,6 +66,19 @@ class PipelineOptions:
     # Blocks of each stage, first to last; None: as even as the count allows (the
     # earlier stages take one more where it does not divide).
     stage_blocks: tuple[int, ...] | None = None
+    stages_per_rank: int = 1
+
+    def rank_stages(self, rank: int, ranks: int) -> list[int]:
+        """The stages (by index) that ``rank`` of ``ranks`` holds."""
+        if self.schedule in V_SHAPED:
+            return [rank, 2 * ranks - 1 - rank]
+        return [rank + ranks * turn for turn in range(self.stages_per_rank)]
+
+    def stage_rank(self, stage: int, ranks: int) -> int:
+        """The rank (of ``ranks``) that holds ``stage``."""
+        if self.schedule in V_SHAPED:
+            return stage if stage < ranks else 2 * ranks - 1 - stage
+        return stage % ranks
 
 
 def stage_ranges(
@@ -56,16 +93,27 @@ def stage_ranges(
 
 
 def split_problems(
-    blocks: int, where: str, stages: int, stage_blocks: Sequence[int] | None
+    blocks: int,
+    where: str,
+    ranks: int,
+    stage_blocks: Sequence[int] | None,
+    per_rank: int = 1,
 ) -> list[str]:
-    """What keeps a net of ``blocks`` blocks (at ``where``) from being cut into ``stages``
-    stages of at least one block (``stage_blocks``: the blocks of each, or None for an
-    even split)."""
+    """What keeps a net of ``blocks`` blocks (at ``where``) from being cut into
+    ``per_rank`` stages on each of ``ranks`` pipeline ranks, each of at least one block
+    (``stage_blocks``: the blocks of each, or None for an even split)."""
+    stages = ranks * per_rank
     if stage_blocks is None:
-        if stages > blocks:
+        if stages > blocks and per_rank == 1:
             return [
                 f"strategy.pipeline_parallel_size={stages}: more stages than the net's "
                 f"{blocks} block{'s' * (blocks != 1)} ({where}); valid: 1 to {blocks}"
+            ]
+        if stages > blocks:
+            return [
+                f"strategy.stages_per_rank={per_rank}: {ranks} x {per_rank} = {stages} stages, "
+                f"more than the net's {blocks} block{'s' * (blocks != 1)} ({where}); valid: "
+                f"at most {blocks} stages in all"
             ]
         return []
     given = list(stage_blocks)
@@ -82,7 +130,8 @@ class Relay:
     the activations received from the previous stage, this stage's output, and what the
     net passed on to the block after the stage."""
 
-    def __init__(self, held: range) -> None:
+    def __init__(self, index: int, held: range) -> None:
+        self.index = index  # the stage's, in the pipeline
         self.held = held  # the blocks (by index) this stage holds
         self.received: torch.Tensor | None = None
         self.captured: torch.Tensor | None = None
@@ -110,22 +159,68 @@ def replace_module(net: nn.Module, name: str, module: nn.Module) -> None:
     setattr(net.get_submodule(parent), attribute, module)
 
 
-def keep_stage(net: nn.Module, plan: NetPlan, mesh: DeviceMesh, options: PipelineOptions) -> Relay:
-    """Cut ``net`` in place down to this rank's stage (its coordinate on the pipeline
-    ``mesh``): the stage's blocks, the first modules on the first stage, the last ones on
-    the last; every other block or end module is a :class:`StandIn`. Parameters keep
-    their names. Returns the relay that :class:`StageForward` runs the stage with."""
-    stage, stages = mesh.get_local_rank(), mesh.size()
+def keep_stages(
+    net: nn.Module, plan: NetPlan, mesh: DeviceMesh, options: PipelineOptions
+) -> list[Relay]:
+    """Cut ``net`` in place down to this rank's stages (its coordinate on the pipeline
+    ``mesh``): their blocks, the first modules where the first stage is among them, the
+    last ones where the last is; every other block or end module is a :class:`StandIn`.
+    Parameters keep their names. Returns a relay for each of the stages, with which
+    :class:`StageForward` runs it (on the net itself for one stage per rank, on a view of
+    the net of its own for each of several: :func:`stage_view`)."""
+    rank, ranks = mesh.get_local_rank(), mesh.size()
+    stages = ranks * options.stages_per_rank
     container = plan.block_container(net)
-    relay = Relay(stage_ranges(len(container), stages, options.stage_blocks)[stage])
+    ranges = stage_ranges(len(container), stages, options.stage_blocks)
+    relays = [Relay(index, ranges[index]) for index in options.rank_stages(rank, ranks)]
+    held = {block for relay in relays for block in relay.held}
     for index in range(len(container)):
-        if index not in relay.held:
+        if index not in held:
             container[index] = StandIn()
-    for name in plan.first if stage > 0 else ():
-        replace_module(net, name, StandIn(relay))
-    for name in plan.last if stage < stages - 1 else ():
-        replace_module(net, name, StandIn())
-    return relay
+    one = relays[0] if len(relays) == 1 else None
+    if not any(relay.index == 0 for relay in relays):
+        for name in plan.first:
+            replace_module(net, name, StandIn(one))
+    if not any(relay.index == stages - 1 for relay in relays):
+        for name in plan.last:
+            replace_module(net, name, StandIn())
+    return relays
+
+
+def shallow_copy(module: nn.Module) -> nn.Module:
+    """``module`` as a new object sharing its parameters, buffers and children."""
+    copy = module.__class__.__new__(module.__class__)
+    copy.__dict__ = {**module.__dict__, "_modules": dict(module._modules)}
+    return copy
+
+
+def stage_view(net: nn.Module, plan: NetPlan, relay: Relay, stages: int) -> nn.Module:
+    """One of several stages of this rank as a net of its own: ``net`` with the blocks of
+    its other stages and the end modules this stage does not hold replaced by stand-ins,
+    every module it holds shared with ``net`` (whose parameters the optimizer and the
+    checkpoints see)."""
+    replacements: dict[str, nn.Module] = {}
+    container = plan.block_container(net)
+    blocks = shallow_copy(container)
+    blocks._modules = {
+        key: block if int(key) in relay.held else StandIn()
+        for key, block in container._modules.items()
+    }
+    replacements[plan.blocks] = blocks
+    if relay.index > 0:
+        replacements.update({name: StandIn(relay) for name in plan.first})
+    if relay.index < stages - 1:
+        replacements.update({name: StandIn() for name in plan.last})
+    view = shallow_copy(net)
+    for name, module in replacements.items():
+        *path, attribute = name.split(".")
+        parent = view
+        for part in path:  # copied on the way down, so that net keeps its own
+            child = shallow_copy(parent._modules[part])
+            parent._modules[part] = child
+            parent = child
+        parent._modules[attribute] = module
+    return view
 
 
 class StageForward(nn.Module):
@@ -171,9 +266,39 @@ class StageForward(nn.Module):
         return output
 
 
+def pipeline_stages(
+    net: nn.Module,
+    plan: NetPlan,
+    relays: list[Relay],
+    ranks: int,
+    device: torch.device,
+    group: dist.ProcessGroup | None = None,
+) -> list[PipelineStage]:
+    """torch's stages for this rank's ``relays`` (from :func:`keep_stages`), of a pipeline
+    of ``ranks`` ranks (those of ``group``)."""
+    stages = ranks * len(relays)
+    several = len(relays) > 1
+    return [
+        PipelineStage(
+            StageForward(
+                stage_view(net, plan, relay, stages) if several else net,
+                plan,
+                relay,
+                last=relay.index == stages - 1,
+            ),
+            stage_index=relay.index,
+            num_stages=stages,
+            device=device,
+            group=group,
+        )
+        for relay in relays
+    ]
+
+
 class Pipeline:
-    """This rank's stage of the net and the schedule that runs it with the other stages
-    of the pipeline ``mesh`` (the mesh's pipeline dimension).
+    """This rank's stages of the net (one, or several for the interleaved and V-shaped
+    schedules) and the schedule that runs them with the other ranks' stages of the
+    pipeline ``mesh`` (the mesh's pipeline dimension).
 
     ``loss`` is the LightningModule's loss of one microbatch; ``accumulation`` the
     Trainer's accumulate_grad_batches, by which each batch's gradients are divided as
@@ -183,22 +308,19 @@ class Pipeline:
         self,
         net: nn.Module,
         plan: NetPlan,
-        relay: Relay,
+        relays: list[Relay],
         mesh: DeviceMesh,
         device: torch.device,
         options: PipelineOptions,
         loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
         accumulation: int = 1,
     ) -> None:
-        self.group = mesh.get_group()
-        stage, stages = mesh.get_local_rank(), mesh.size()
-        self.stage = PipelineStage(
-            StageForward(net, plan, relay, last=stage == stages - 1),
-            stage_index=stage,
-            num_stages=stages,
-            device=device,
-            group=self.group,
-        )
+        self.group, self.device = mesh.get_group(), device
+        self.stages = pipeline_stages(net, plan, relays, mesh.size(), device, self.group)
+        self.is_last = any(stage.is_last for stage in self.stages)
+        # the rank of the pipeline's group that holds the last stage (and the outputs)
+        self.last_rank = options.stage_rank(self.stages[0].num_stages - 1, mesh.size())
+        several = len(self.stages) > 1
         self.loss, self.accumulation = loss, accumulation
         self.microbatches = options.microbatches
         # Every batch is padded to the rows of the first (the stages' buffers have its
@@ -206,15 +328,22 @@ class Pipeline:
         self.rows: int | None = None
         self.real_targets = 1  # in the batch being run
         self.timeline = StageTimeline()
-        self.timeline.watch(self.stage)
-        self.schedule = SCHEDULES[options.schedule](
-            self.stage,
-            n_microbatches=options.microbatches,
-            loss_fn=self.timeline.timed("loss", self._microbatch_loss),
-            # the loss is scaled here, rather than every gradient after the step (which
-            # would also divide what earlier batches accumulated)
-            scale_grads=False,
-        )
+        for stage in self.stages:
+            self.timeline.watch(stage)
+
+        def schedule() -> Any:
+            return SCHEDULES[options.schedule](
+                self.stages if several else self.stages[0],
+                n_microbatches=options.microbatches,
+                loss_fn=self.timeline.timed("loss", self._microbatch_loss),
+                # the loss is scaled here, rather than every gradient after the step (which
+                # would also divide what earlier batches accumulated)
+                scale_grads=False,
+            )
+
+        self.schedule = schedule()
+        # a V's own evaluation fails (see compat.forward_only): one of forwards alone
+        self.evaluation = compat.forward_only(schedule()) if options.schedule in V_SHAPED else None
 
     def _microbatch_loss(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
         """This microbatch's share of the batch's mean loss over its real targets, so that
@@ -261,16 +390,12 @@ class Pipeline:
     def sum_over_stages(self, *values: float) -> list[float]:
         """Each of ``values`` summed over the stages (a collective: every stage calls it;
         on the stage's device, where nccl needs it)."""
-        summed = torch.tensor(values, dtype=torch.float64, device=self.stage.device)
+        summed = torch.tensor(values, dtype=torch.float64, device=self.device)
         dist.all_reduce(summed, group=self.group)
         return summed.tolist()
 
     def _target(self, targets: torch.Tensor) -> torch.Tensor | None:
-        return targets if self.stage.is_last else None
-
-    @property
-    def is_last(self) -> bool:
-        return self.stage.is_last
+        return targets if self.is_last else None
 
     def train_step(
         self, inputs: torch.Tensor, targets: torch.Tensor
@@ -284,7 +409,7 @@ class Pipeline:
             outputs = self.schedule.step(
                 target=self._target(padded_targets), losses=losses, inputs=padded_inputs
             )
-        if not self.stage.is_last:
+        if not self.is_last:
             return None
         # the shares of the batch's mean loss (each divided by the accumulation)
         loss = torch.stack([part.detach() for part in losses]).sum() * self.accumulation
@@ -300,23 +425,50 @@ class Pipeline:
             piece = inputs[start : start + rows]
             padded = self._padded_inputs(piece)
             no_targets = padded.new_zeros(len(padded))  # in place of targets, never read
-            output = self.schedule.eval(target=self._target(no_targets), inputs=padded)
+            if self.evaluation is not None:
+                output = self.evaluation.eval(target=self._target(no_targets), inputs=padded)
+            else:
+                output = self.schedule.eval(target=self._target(no_targets), inputs=padded)
             outputs.append(None if output is None else output[: len(piece)])
         return None if outputs[0] is None else torch.cat(outputs)
 
 
-def name_every_stage_parameter(optimizer_state: dict, mesh: DeviceMesh) -> dict:
+def name_every_stage_parameter(
+    optimizer_state: dict, mesh: DeviceMesh, stage_of: Callable[[str], int]
+) -> dict:
     """``optimizer_state`` (keyed by parameter name, for a distributed checkpoint) with
     each param group listing the parameters of every stage of the pipeline ``mesh``, in
-    stage order. Each stage's optimizer knows only its own; a distributed checkpoint keeps
-    one rank's copy of such a non-tensor value, which must describe the whole net for the
-    checkpoint to load under another layout."""
+    stage order (``stage_of`` a name's stage), as one process lists them. Each rank's
+    optimizer knows only its own stages'; a distributed checkpoint keeps one rank's copy of
+    such a non-tensor value, which must describe the whole net for the checkpoint to load
+    under another layout."""
     groups = [group["params"] for group in optimizer_state["param_groups"]]
     gathered: list = [None] * mesh.size()
     dist.all_gather_object(gathered, groups, group=mesh.get_group())
     for index, group in enumerate(optimizer_state["param_groups"]):
-        group["params"] = [name for stage in gathered for name in stage[index]]
+        names = [name for rank in gathered for name in rank[index]]
+        group["params"] = sorted(names, key=stage_of)  # stable: each stage's own order
     return optimizer_state
+
+
+def stage_of_parameter(
+    plan: NetPlan, options: PipelineOptions, num_blocks: int, ranks: int, prefix: str = ""
+) -> Callable[[str], int]:
+    """The stage that holds each parameter, by its name (under ``prefix``)."""
+    stages = ranks * options.stages_per_rank
+    ranges = stage_ranges(num_blocks, stages, options.stage_blocks)
+    owners = {
+        f"{prefix}{plan.blocks}.{block}.": stage
+        for stage, held in enumerate(ranges)
+        for block in held
+    }
+    owners.update({f"{prefix}{name}.": 0 for name in plan.first})
+    owners.update({f"{prefix}{name}.": stages - 1 for name in plan.last})
+
+    def stage_of(name: str) -> int:
+        return next((stage for start, stage in owners.items() if name.startswith(start)), 0)
+
+    return stage_of
 
 
 def clip_grad_norm_(

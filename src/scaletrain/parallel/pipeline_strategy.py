@@ -2,7 +2,7 @@
 knows nothing of stages.
 
 It cuts the module's net down to this rank's stage before the module parallelizes it
-(:func:`~scaletrain.parallel.pipeline.keep_stage`), runs every batch through torch's
+(:func:`~scaletrain.parallel.pipeline.keep_stages`), runs every batch through torch's
 schedule with the module's ``loss`` for each microbatch, and then the module's own step on
 the last stage with the outputs the schedule computed (:mod:`scaletrain.parallel.last_stage`).
 Lightning's hooks stay in their places: the schedule's gradients are held aside until
@@ -33,7 +33,9 @@ from scaletrain.parallel.pipeline import (
     PipelineOptions,
     Relay,
     clip_grad_norm_,
-    keep_stage,
+    keep_stages,
+    name_every_stage_parameter,
+    stage_of_parameter,
 )
 from scaletrain.parallel.strategy import ShardedStrategy
 from scaletrain.runtime.ranks import logs_this_step
@@ -42,12 +44,12 @@ TIMELINE_FILE = "pipeline_timeline.json"
 
 
 class PipelineStrategy(ShardedStrategy):
-    """The 3-D mesh's sharded strategy, with this rank running one stage of the net."""
+    """The 3-D mesh's sharded strategy, with this rank running its stages of the net."""
 
     def __init__(self, layout: ParallelLayout, options: PipelineOptions) -> None:
         super().__init__(layout, save_distributed_checkpoint=True)
         self.options = options
-        self.relay: Relay | None = None
+        self.relays: list[Relay] = []
         self.pipeline: Pipeline | None = None
         self.stage_group: Any = None  # the ranks holding this rank's stage
         self.within_step = False  # reductions then span the stage's ranks alone
@@ -55,10 +57,10 @@ class PipelineStrategy(ShardedStrategy):
 
     def setup_environment(self) -> None:
         super().setup_environment()
-        if self.relay is None:  # before configure_model: each rank builds its stage only
+        if not self.relays:  # before configure_model: each rank builds its stages only
             module = self.lightning_module
             mesh = self.device_mesh["pipeline"]
-            self.relay = keep_stage(module.net, module.net_plan, mesh, self.options)
+            self.relays = keep_stages(module.net, module.net_plan, mesh, self.options)
             self.stage_group = self._stage_group()
 
     def _stage_group(self) -> Any:
@@ -78,7 +80,7 @@ class PipelineStrategy(ShardedStrategy):
             self.pipeline = Pipeline(
                 module.net,
                 module.net_plan,
-                self.relay,
+                self.relays,
                 self.device_mesh["pipeline"],
                 self.root_device,
                 self.options,
@@ -87,6 +89,14 @@ class PipelineStrategy(ShardedStrategy):
             )
         # Lightning clips through the precision plugin; its norm would be this stage's
         self.precision_plugin.clip_grad_by_norm = self.clip_grad_by_norm
+
+    def optimizer_state(self, optimizer: Optimizer) -> dict[str, Any]:
+        module = self.lightning_module
+        ranks = self.layout.pipeline_parallel_size
+        blocks = len(module.net_plan.block_container(module.net))
+        stage_of = stage_of_parameter(module.net_plan, self.options, blocks, ranks, "net.")
+        state = super().optimizer_state(optimizer)
+        return name_every_stage_parameter(state, self.device_mesh["pipeline"], stage_of)
 
     def sum_over_stages(self, *values: float) -> list[float]:
         return self.pipeline.sum_over_stages(*values)
@@ -115,19 +125,21 @@ class PipelineStrategy(ShardedStrategy):
         return answer
 
     def log_busy_fractions(self) -> None:
-        """``perf/pipeline_busy_fraction/stage<i>``: the share of each stage's time spent
-        computing since the last logged step (every rank logs every stage's)."""
-        fractions = [0.0] * self.device_mesh["pipeline"].size()
-        busy = self.pipeline.timeline.busy_fraction()
-        dist.all_gather_object(fractions, busy, group=self.device_mesh["pipeline"].get_group())
-        for stage, fraction in enumerate(fractions):
+        """``perf/pipeline_busy_fraction/rank<N>``: the share of each rank's time spent
+        computing since the last logged step, for every rank of this rank's pipeline (by
+        global rank; every rank of it logs them all)."""
+        group = self.device_mesh["pipeline"].get_group()
+        fractions = [0.0] * dist.get_world_size(group)
+        dist.all_gather_object(fractions, self.pipeline.timeline.busy_fraction(), group=group)
+        for index, fraction in enumerate(fractions):
+            rank = dist.get_global_rank(group, index)
             self.lightning_module.log(
-                f"perf/pipeline_busy_fraction/stage{stage}", fraction, on_step=True, on_epoch=False
+                f"perf/pipeline_busy_fraction/rank{rank}", fraction, on_step=True, on_epoch=False
             )
 
     def on_train_end(self) -> None:
-        """Write every stage's last training step (``pipeline_timeline.json`` in the run
-        directory, from rank 0): the spans the benchmark draws."""
+        """Write the last training step of every rank of rank 0's pipeline
+        (``pipeline_timeline.json`` in the run directory): the spans the benchmark draws."""
         super().on_train_end()
         stages: list = [None] * self.device_mesh["pipeline"].size()
         last_step = self.pipeline.timeline.last_step()
@@ -188,7 +200,9 @@ class PipelineStrategy(ShardedStrategy):
                 returned = step(*args)
         shared = [logged.calls, None if loss is None else loss.cpu()]
         stages = self.device_mesh["pipeline"]
-        dist.broadcast_object_list(shared, group=stages.get_group(), group_src=stages.size() - 1)
+        dist.broadcast_object_list(
+            shared, group=stages.get_group(), group_src=self.pipeline.last_rank
+        )
         if self.pipeline.is_last:
             return returned
         calls, loss = shared

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from scaletrain.errors import ConfigError
 from scaletrain.parallel.apply import FSDPOptions
 from scaletrain.parallel.layout import STRATEGIES, ParallelLayout
-from scaletrain.parallel.pipeline import PipelineOptions
+from scaletrain.parallel.pipeline import PipelineOptions, default_stages_per_rank
 from scaletrain.parallel.pipeline_strategy import PipelineStrategy
 from scaletrain.parallel.strategy import ShardedStrategy
 
@@ -50,9 +50,12 @@ def build_strategy(
 
 def pipeline_options(cfg: DictConfig) -> PipelineOptions:
     """How ``strategy=pipeline`` cuts the net and schedules microbatches."""
-    blocks = cfg.get("stage_blocks")
+    blocks, per_rank = cfg.get("stage_blocks"), cfg.get("stages_per_rank")
     return PipelineOptions(
         schedule=cfg.pipeline_schedule,
         microbatches=cfg.microbatches,
         stage_blocks=None if blocks is None else tuple(blocks),
+        stages_per_rank=default_stages_per_rank(cfg.pipeline_schedule)
+        if per_rank is None
+        else per_rank,
     )

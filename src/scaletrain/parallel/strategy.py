@@ -22,7 +22,6 @@ from torch.distributed.checkpoint.state_dict import (
 )
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.tensor import DTensor
-from torch.optim import Optimizer
 
 from scaletrain import compat
 from scaletrain.checkpoint.atomic import (
@@ -36,7 +35,6 @@ from scaletrain.checkpoint.atomic import (
 from scaletrain.checkpoint.background import BackgroundWrites, snapshot
 from scaletrain.checkpoint.consolidate import META_FILE
 from scaletrain.parallel.layout import MESH_DIMENSIONS, ParallelLayout
-from scaletrain.parallel.pipeline import name_every_stage_parameter
 
 
 class ShardedStrategy(ModelParallelStrategy):
@@ -62,12 +60,6 @@ class ShardedStrategy(ModelParallelStrategy):
                 self.root_device.type, self.layout.mesh_shape, mesh_dim_names=MESH_DIMENSIONS
             ),
         )
-
-    def optimizer_state(self, optimizer: Optimizer) -> dict[str, Any]:
-        state = super().optimizer_state(optimizer)
-        if self.layout.pipeline_parallel_size > 1:
-            state = name_every_stage_parameter(state, self.device_mesh["pipeline"])
-        return state
 
     def save_checkpoint(
         self,

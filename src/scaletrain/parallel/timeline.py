@@ -1,11 +1,12 @@
-"""Where a pipeline stage's time goes in a training step: the spans in which it computes
+"""Where a pipeline rank's time goes in a training step: the spans in which it computes
 (each microbatch's forward with its loss, backward, and weight gradients where a schedule
 splits them off) and, between them, the time it waits for activations or gradients to
 arrive, for its sends and for the schedule itself.
 
-:class:`StageTimeline` times torch's stage methods on one stage; its busy fraction (compute
-over the step's wall time) is logged as ``perf/pipeline_busy_fraction/stage<i>``, and the
-benchmark draws the spans of every stage side by side (:func:`draw`).
+:class:`StageTimeline` times torch's stage methods on the stages of one rank; its busy
+fraction (compute over the step's wall time) is logged as
+``perf/pipeline_busy_fraction/rank<N>``, and the benchmark draws the spans of every rank
+of a pipeline side by side (:func:`draw`).
 """
 
 import functools
@@ -28,7 +29,7 @@ class Span:
 
 
 class StageTimeline:
-    """The compute spans of one stage's training steps."""
+    """The compute spans of one rank's training steps (of each of its stages)."""
 
     def __init__(self) -> None:
         self.spans: list[Span] = []  # of the last step
@@ -89,12 +90,13 @@ class StageTimeline:
         return {"seconds": self.step_seconds, "spans": [asdict(span) for span in self.spans]}
 
 
-def draw(stages: list[dict[str, Any]], width: int = 96) -> list[str]:
-    """One line per stage: its last step's spans on a common time axis (``width``
-    characters for the longest step), each character the span covering most of it."""
-    seconds = max(stage["seconds"] for stage in stages)
+def draw(ranks: list[dict[str, Any]], width: int = 96) -> list[str]:
+    """One line per rank of a pipeline: its last step's spans on a common time axis
+    (``width`` characters for the longest step), each character the span covering most of
+    it."""
+    seconds = max(rank["seconds"] for rank in ranks)
     lines = []
-    for index, stage in enumerate(stages):
+    for index, stage in enumerate(ranks):
         cells = []
         for cell in range(width):
             start, end = seconds * cell / width, seconds * (cell + 1) / width
@@ -106,6 +108,6 @@ def draw(stages: list[dict[str, Any]], width: int = 96) -> list[str]:
             busiest = max(covered, key=covered.get, default=None)
             cells.append(MARKS[busiest] if busiest and covered[busiest] * 2 >= end - start else ".")
         busy = sum(span["end"] - span["start"] for span in stage["spans"]) / stage["seconds"]
-        lines.append(f"stage {index} |{''.join(cells)}| busy {busy:.2f}")
-    lines.append(f"{' ' * 8}0{'-' * (width - 2)}{seconds * 1000:.0f} ms")
+        lines.append(f"rank {index} |{''.join(cells)}| busy {busy:.2f}")
+    lines.append(f"{' ' * 7}0{'-' * (width - 2)}{seconds * 1000:.0f} ms")
     return lines
