@@ -163,10 +163,17 @@ def single_gpt4(tmp_path_factory):
     return parity_run(tmp_path_factory.mktemp("single4"), "single", *GPT4, here=True)
 
 
-@pytest.mark.parametrize("schedule", SEVERAL)
-def test_several_stages_per_rank_train_like_one_process(single_gpt4, tmp_path, schedule):
+@pytest.mark.parametrize(
+    ("schedule", "layout"),
+    [
+        *((schedule, "pp2") for schedule in SEVERAL),
+        ("interleaved_1f1b", "pp2xdp2"),  # each stage sharded by FSDP2 over 2 ranks
+        ("zbv_zero_bubble", "pp2xtp2"),
+    ],
+)
+def test_several_stages_per_rank_train_like_one_process(single_gpt4, tmp_path, schedule, layout):
     run = parity_run(
-        tmp_path, "pipeline", *GPT4, *PIPELINE, *LAYOUTS["pp2"],
+        tmp_path, "pipeline", *GPT4, *PIPELINE, *LAYOUTS[layout],
         f"strategy.pipeline_schedule={schedule}",
     )  # fmt: skip
     assert_same_training(run, single_gpt4)

@@ -105,9 +105,10 @@ GPT = ["experiment=gpt_text"]
                 "trainer.devices=4",
                 "strategy.pipeline_schedule=interleaved_zero_bubble",
             ],
-            "strategy.stages_per_rank=2: several stages per rank run without FSDP2; valid with "
-            "a data-parallel size of 1 (here 2), no strategy.mixed_precision and no "
-            "strategy.cpu_offload; or strategy.pipeline_schedule=1f1b | gpipe",
+            "strategy.pipeline_schedule=interleaved_zero_bubble: computes the weights' "
+            "gradients apart from FSDP2's gradient reduction; valid with a data-parallel size "
+            "of 1 (here 2), no strategy.mixed_precision and no strategy.cpu_offload; or "
+            "strategy.pipeline_schedule=interleaved_1f1b",
         ),
         (
             [

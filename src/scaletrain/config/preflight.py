@@ -28,6 +28,7 @@ from scaletrain.parallel.pipeline import (
     LOOPED,
     SCHEDULES,
     V_SHAPED,
+    ZERO_BUBBLE,
     default_stages_per_rank,
     split_problems,
 )
@@ -302,8 +303,8 @@ def stages_per_rank(strategy_cfg: DictConfig) -> int:
 
 def several_stages_problems(strategy_cfg: DictConfig, layout: ParallelLayout) -> list[str]:
     """What the schedules of several stages per rank need: a count that fits the schedule,
-    microbatches in rounds of the pipeline's ranks, and no FSDP2 (whose hooks belong to a
-    net run whole, not to several views of it)."""
+    microbatches in rounds of the pipeline's ranks, and, for the zero-bubble ones, no
+    FSDP2 (which would reduce the gradients of the weights before they are computed)."""
     schedule, per_rank = strategy_cfg.get("pipeline_schedule"), stages_per_rank(strategy_cfg)
     ranks, microbatches = layout.pipeline_parallel_size, layout.microbatches
     several = (*LOOPED, *V_SHAPED)
@@ -330,12 +331,12 @@ def several_stages_problems(strategy_cfg: DictConfig, layout: ParallelLayout) ->
         or strategy_cfg.get("mixed_precision") is not None
         or strategy_cfg.get("cpu_offload")
     )
-    if per_rank > 1 and sharded:
+    if schedule in ZERO_BUBBLE and sharded:
         problems.append(
-            f"strategy.stages_per_rank={per_rank}: several stages per rank run without FSDP2; "
-            f"valid with a data-parallel size of 1 (here {layout.data_parallel_size}), no "
-            "strategy.mixed_precision and no strategy.cpu_offload; or "
-            "strategy.pipeline_schedule=1f1b | gpipe"
+            f"strategy.pipeline_schedule={schedule}: computes the weights' gradients apart "
+            "from FSDP2's gradient reduction; valid with a data-parallel size of 1 (here "
+            f"{layout.data_parallel_size}), no strategy.mixed_precision and no "
+            "strategy.cpu_offload; or strategy.pipeline_schedule=interleaved_1f1b"
         )
     return problems
 

@@ -24,6 +24,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh
+from torch.distributed.fsdp import FSDPModule
 from torch.distributed.pipelining import (
     PipelineStage,
     Schedule1F1B,
@@ -51,6 +52,8 @@ SCHEDULES = {
 # so that the first rank holds the last stage too).
 LOOPED = ("interleaved_1f1b", "interleaved_zero_bubble")
 V_SHAPED = ("zbv_zero_bubble",)
+# The schedules that compute the gradients of the weights apart from those of the inputs
+ZERO_BUBBLE = ("interleaved_zero_bubble", "zbv_zero_bubble")
 
 
 def default_stages_per_rank(schedule: str) -> int:
@@ -188,8 +191,11 @@ def keep_stages(
 
 
 def shallow_copy(module: nn.Module) -> nn.Module:
-    """``module`` as a new object sharing its parameters, buffers and children."""
-    copy = module.__class__.__new__(module.__class__)
+    """``module`` as a new object sharing its parameters, buffers, children and hooks (FSDP2's
+    among them), of its own class: FSDP2's class for it would look for a state of the copy's
+    own."""
+    plain = next(cls for cls in type(module).__mro__ if not issubclass(cls, FSDPModule))
+    copy = object.__new__(plain)
     copy.__dict__ = {**module.__dict__, "_modules": dict(module._modules)}
     return copy
 
