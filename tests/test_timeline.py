@@ -1,35 +1,51 @@
 """The pipeline timeline: spans timed on a stage's methods, drawn side by side."""
 
-import time
+import pytest
 
 from scaletrain.parallel.timeline import StageTimeline, draw
 
 
+class Clock:
+    """Seconds that pass only when a test says so."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 class FakeStage:
+    """torch's stage methods, each taking a known time."""
+
+    def __init__(self, clock: Clock) -> None:
+        self.clock = clock
+
     def forward_one_chunk(self, microbatch, *args):
-        time.sleep(0.02)
+        self.clock.now += 0.02
 
     def backward_one_chunk(self, microbatch, *args):
-        time.sleep(0.04)
+        self.clock.now += 0.04
 
     def backward_weight_one_chunk(self, microbatch, *args):
-        pass
+        self.clock.now += 0.01
 
 
 def test_a_step_records_each_microbatchs_compute_and_the_waits_between():
-    stage, timeline = FakeStage(), StageTimeline()
+    clock = Clock()
+    stage, timeline = FakeStage(clock), StageTimeline(clock)
     timeline.watch(stage)
     stage.forward_one_chunk(0)  # outside a step: not recorded
     with timeline.step():
         stage.forward_one_chunk(0)
-        time.sleep(0.04)  # waiting for the other stage
+        clock.now += 0.04  # waiting for the other stage
         stage.backward_one_chunk(0)
+        stage.backward_weight_one_chunk(0)
     kinds = [(span.kind, span.microbatch) for span in timeline.spans]
-    assert kinds == [("forward", 0), ("backward", 0)]
-    step = timeline.last_step()
-    assert 0.1 <= step["seconds"] < 0.2
-    busy = timeline.busy_fraction()
-    assert 0.45 < busy < 0.7  # 60 ms of compute in about 100
+    assert kinds == [("forward", 0), ("backward", 0), ("weight", 0)]
+    assert timeline.last_step()["seconds"] == pytest.approx(0.11)
+    assert timeline.spans[1].start == pytest.approx(0.06)  # after the wait
+    assert timeline.busy_fraction() == pytest.approx(0.07 / 0.11)
     assert timeline.busy_fraction() == 0.0  # the window starts afresh
 
 

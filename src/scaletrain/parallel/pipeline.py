@@ -1,14 +1,16 @@
 """Pipeline parallelism: consecutive blocks of the net on different ranks (stages).
 
-Each rank keeps only its stage of the net: its run of blocks, plus the modules before the
-blocks (``model.parallel.pipeline.first``) on the first stage and those after them
-(``.last``) on the last (:func:`keep_stage`). The parameters keep their names, so a
-pipeline's checkpoints load under any other layout. A stage runs the net's own forward,
-unchanged (:class:`StageForward`), which fits any net whose forward runs the blocks one
-after the other, each on the previous one's output, between what comes before and after.
-Every global batch is cut into microbatches that flow through the stages as torch's schedule
-(``torch.distributed.pipelining``: GPipe or 1F1B) orders them; the last stage computes
-the loss of each, and each stage accumulates its own parameters' gradients.
+Each rank keeps only its stages of the net: their runs of blocks, plus the modules before
+the blocks (``model.parallel.pipeline.first``) where it holds the first stage and those
+after them (``.last``) where it holds the last (:func:`keep_stages`). The parameters keep
+their names, so a pipeline's checkpoints load under any other layout. A stage runs the
+net's own forward, unchanged (:class:`StageForward`), which fits any net whose forward
+runs the blocks one after the other, each on the previous one's output, between what
+comes before and after; a rank of several stages (the interleaved and V-shaped
+schedules) runs each on a view of its net that shares its modules (:func:`stage_view`).
+Every global batch is cut into microbatches that flow through the stages as torch's
+schedule (``torch.distributed.pipelining``) orders them; the last stage computes the loss
+of each, and each stage accumulates its own parameters' gradients.
 
 With data and tensor parallelism the world is a 3-D grid, pipeline x data x tensor
 (``scaletrain.parallel.layout``): each stage is sharded with FSDP2 over its data-parallel

@@ -31,7 +31,8 @@ class Span:
 class StageTimeline:
     """The compute spans of one rank's training steps (of each of its stages)."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.perf_counter) -> None:
+        self.clock = clock
         self.spans: list[Span] = []  # of the last step
         self.step_seconds = 0.0  # of the last step
         self.recording = False
@@ -56,13 +57,13 @@ class StageTimeline:
         def run(*args: Any, **kwargs: Any) -> Any:
             if not self.recording:
                 return function(*args, **kwargs)
-            start = time.perf_counter()
+            start = self.clock()
             try:
                 return function(*args, **kwargs)
             finally:
                 microbatch = args[0] if args and isinstance(args[0], int) else -1
                 self.spans.append(
-                    Span(kind, microbatch, start - self.started, time.perf_counter() - self.started)
+                    Span(kind, microbatch, start - self.started, self.clock() - self.started)
                 )
 
         return run
@@ -71,12 +72,12 @@ class StageTimeline:
     def step(self) -> Iterator[None]:
         """Record the spans of the training step run inside."""
         self.spans, self.recording = [], True
-        self.started = time.perf_counter()
+        self.started = self.clock()
         try:
             yield
         finally:
             self.recording = False
-            self.step_seconds = time.perf_counter() - self.started
+            self.step_seconds = self.clock() - self.started
             self.window_busy += sum(span.end - span.start for span in self.spans)
             self.window_total += self.step_seconds
 
