@@ -207,3 +207,19 @@ def test_torchs_runtime_schedules_still_keep_their_lowered_actions():
     assert "self.pipeline_order_with_comms[self.rank]" in source
     names = {member.name for member in schedules._ComputationType}
     assert {"FORWARD", "SEND_F", "RECV_F"} <= names
+
+
+def test_torchmetrics_still_keeps_a_batchs_value_where_lightning_reads_it():
+    """compat.metric_step_value: the value Lightning logs for a metric on a step."""
+    import inspect
+
+    import torch
+    from lightning.pytorch.trainer.connectors.logger_connector import result
+    from torchmetrics import MeanMetric
+
+    from scaletrain import compat
+
+    metric = MeanMetric()
+    metric(torch.tensor([1.0, 3.0]))
+    assert compat.metric_step_value(metric).item() == 2.0
+    assert f"value.{compat.METRIC_STEP_VALUE}" in inspect.getsource(result)

@@ -185,17 +185,23 @@ def test_several_stages_per_rank_train_like_one_process(single_gpt4, tmp_path, s
     assert ", ".join(held) == ranks
 
 
+@pytest.fixture(scope="module")
+def interleaved_halfway(tmp_path_factory):
+    """An interleaved_1f1b run (4 stages on 2 ranks) stopped after half the parity steps."""
+    interleaved = [*PIPELINE, *LAYOUTS["pp2"], "strategy.pipeline_schedule=interleaved_1f1b"]
+    root = tmp_path_factory.mktemp("interleaved")
+    return parity_run(root, "half", *GPT4, *interleaved, f"trainer.max_steps={HALF}")
+
+
 @pytest.mark.parametrize(
     "resume",
     [[], [*PIPELINE, *LAYOUTS["pp2"]]],
     ids=["interleaved-to-single", "interleaved-to-1f1b"],
 )
 def test_a_checkpoint_of_several_stages_per_rank_resumes_under_another_layout(
-    single_gpt4, tmp_path, resume
+    single_gpt4, interleaved_halfway, tmp_path, resume
 ):
-    interleaved = [*PIPELINE, *LAYOUTS["pp2"], "strategy.pipeline_schedule=interleaved_1f1b"]
-    half = parity_run(tmp_path, "half", *GPT4, *interleaved, f"trainer.max_steps={HALF}")
-    last = half.run_dir / "checkpoints" / "last.ckpt"
+    last = interleaved_halfway.run_dir / "checkpoints" / "last.ckpt"
     resumed = parity_run(tmp_path, "resumed", *GPT4, f"ckpt_path={last}", *resume, here=not resume)
     weights, reference = final_weights(resumed), final_weights(single_gpt4)
     for name, expected in reference.items():

@@ -5,7 +5,7 @@ logs what they logged."""
 
 import pytest
 
-from tests.helpers import assert_same_training, parity_run, scalars
+from tests.helpers import assert_same_training, parity_run, run_cli, scalars
 
 pytestmark = pytest.mark.slow  # starts training runs as subprocesses
 
@@ -30,8 +30,24 @@ def test_a_users_lightning_module_trains_under_the_pipeline_like_one_process(tmp
     pipeline = parity_run(tmp_path, "pipeline", *USER_MODULE, *PIPELINE)
     assert_same_training(pipeline, single)
     # what the module logged itself, on the last stage, is what rank 0 wrote
-    assert scalars(pipeline, "train/acc") == pytest.approx(scalars(single, "train/acc"), abs=1e-6)
+    for name in ("train/acc", "train/acc_metric"):  # a tensor, and a torchmetrics object
+        assert scalars(pipeline, name) == pytest.approx(scalars(single, name), abs=1e-6), name
     metrics, expected = pipeline.metrics["metrics"], single.metrics["metrics"]
     for name in ("val/loss", "val/acc", "test/acc"):
         assert metrics[name] == pytest.approx(expected[name], abs=1e-5), name
     assert 0.1 < expected["test/acc"] < 1
+
+
+def test_a_module_that_steps_its_optimizer_itself_is_refused_by_the_pipeline(tmp_path):
+    manual = [
+        *USER_MODULE,
+        "model._target_=tests.user_modules.ManuallyOptimized",
+        "trainer.gradient_clip_val=null",  # which Lightning refuses for manual optimization
+        "trainer.accumulate_grad_batches=1",
+    ]
+    run = run_cli("train", tmp_path / "manual", *manual, *PIPELINE, "trainer.max_steps=2")
+    assert run.returncode != 0
+    assert (
+        "error: strategy=pipeline: the schedule runs each batch's backward, so a module with "
+        "automatic_optimization=False has nothing for manual_backward" in run.output
+    )

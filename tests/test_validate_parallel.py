@@ -80,6 +80,17 @@ GPT = ["experiment=gpt_text"]
                 *GPT,
                 "strategy=pipeline",
                 "trainer.devices=2",
+                "strategy.pipeline_schedule=interleaved_1f1b",
+                "strategy.stages_per_rank=1",
+            ],
+            "strategy.stages_per_rank=1: interleaved_1f1b interleaves several stages on each "
+            "rank; valid: 2 or more (or null), or strategy.pipeline_schedule=1f1b",
+        ),
+        (
+            [
+                *GPT,
+                "strategy=pipeline",
+                "trainer.devices=2",
                 "strategy.pipeline_schedule=zbv_zero_bubble",
                 "strategy.stages_per_rank=3",
             ],

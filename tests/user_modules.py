@@ -13,11 +13,14 @@ class SmoothedClassifier(ScaleModule):
     """Cross-entropy with label smoothing; logs the training batch's accuracy as a plain
     tensor and the validation accuracy as a torchmetrics metric."""
 
-    LOGGED_METRICS = ("train/loss", "train/acc", "val/loss", "val/acc", "test/acc")
+    LOGGED_METRICS = (
+        "train/loss", "train/acc", "train/acc_metric", "val/loss", "val/acc", "test/acc"
+    )  # fmt: skip
 
     def __init__(self, num_classes: int, smoothing: float = 0.1, **kwargs) -> None:
         super().__init__(**kwargs)
         self.smoothing = smoothing
+        self.train_accuracy = MulticlassAccuracy(num_classes, average="micro")
         self.val_accuracy = MulticlassAccuracy(num_classes, average="micro")
         self.test_accuracy = MulticlassAccuracy(num_classes, average="micro")
 
@@ -31,6 +34,9 @@ class SmoothedClassifier(ScaleModule):
         accuracy = (logits.argmax(-1) == targets).float().mean()
         self.log("train/loss", loss, prog_bar=True)
         self.log("train/acc", accuracy, sync_dist=True)
+        # a torchmetrics object logged on the step: the batch's value, from its forward
+        self.train_accuracy(logits, targets)
+        self.log("train/acc_metric", self.train_accuracy, on_step=True, on_epoch=False)
         return loss
 
     def validation_step(self, batch, batch_idx):
@@ -44,3 +50,20 @@ class SmoothedClassifier(ScaleModule):
         inputs, targets = batch
         self.test_accuracy.update(self(inputs), targets)
         self.log("test/acc", self.test_accuracy)
+
+
+class ManuallyOptimized(SmoothedClassifier):
+    """Steps its optimizer itself (Lightning's manual optimization)."""
+
+    def __init__(self, **kwargs) -> None:
+        super().__init__(**kwargs)
+        self.automatic_optimization = False
+
+    def training_step(self, batch, batch_idx):
+        optimizer = self.optimizers()
+        inputs, targets = batch
+        loss = self.loss(self(inputs), targets)
+        optimizer.zero_grad()
+        self.manual_backward(loss)
+        optimizer.step()
+        return loss

@@ -32,7 +32,7 @@ from scaletrain.checkpoint.consolidate import is_sharded_checkpoint
 from scaletrain.checkpoint.export import sharded_tensors
 from scaletrain.config import CONFIG_DIR
 from scaletrain.config.build import build_trainer
-from scaletrain.parallel.pipeline import default_stages_per_rank
+from scaletrain.parallel.pipeline import stages_per_rank
 from scaletrain.parallel.pipeline_strategy import TIMELINE_FILE
 from scaletrain.parallel.timeline import draw
 from scaletrain.reporting.tensorboard import event_dir
@@ -388,8 +388,15 @@ def measure_pipeline(
                 "samples_per_sec_single": val_single,
                 "speedup": val / val_single,
             }
+    counts = tuple(count for count in microbatches if count >= 4)
     results["schedules"] = measure_pipeline_schedules(
-        overrides, root, steps, single, tuple(count for count in microbatches if count >= 4) or (2,)
+        overrides,
+        root,
+        steps,
+        single,
+        counts or microbatches,
+        # a looped and a V-shaped one where only whether they run is measured (--tiny)
+        SCHEDULE_ROWS if counts else ("interleaved_1f1b", "zbv_zero_bubble"),
     )
     return results
 
@@ -398,7 +405,12 @@ SCHEDULE_ROWS = ("1f1b", "interleaved_1f1b", "interleaved_zero_bubble", "zbv_zer
 
 
 def measure_pipeline_schedules(
-    overrides: list[str], root: Path, steps: int, single: float, microbatches: tuple[int, ...]
+    overrides: list[str],
+    root: Path,
+    steps: int,
+    single: float,
+    microbatches: tuple[int, ...],
+    schedules: tuple[str, ...] = SCHEDULE_ROWS,
 ) -> dict:
     """Efficiency of each schedule on 2 ranks (the net's 4 blocks as 2 stages, or as 4
     stages, 2 per rank, for the interleaved and V-shaped ones) at each number of
@@ -406,8 +418,8 @@ def measure_pipeline_schedules(
     (interleaving divides the bubble by v)."""
     ranks, results = 2, {}
     common = steady_run(overrides, steps)
-    for schedule in SCHEDULE_ROWS:
-        per_rank = default_stages_per_rank(schedule)
+    for schedule in schedules:
+        per_rank = stages_per_rank(schedule)
         results[schedule] = {}
         for count in microbatches:
             perf = cli_run(

@@ -236,3 +236,20 @@ def forward_only(schedule: Any) -> Any:
         for rank, actions in schedule.pipeline_order_with_comms.items()
     }
     return schedule
+
+
+# -- torchmetrics: a metric's value for one batch --------------------------------------------
+
+# Lightning logs a torchmetrics object on a step by the value its last forward computed,
+# kept in a private attribute. Under a pipeline the step runs on the last stage only; the
+# other stages log their own (unused) object of the same name with that batch's value.
+METRIC_STEP_VALUE = "_forward_cache"
+
+
+def metric_step_value(metric: Any) -> Any:
+    value = getattr(metric, METRIC_STEP_VALUE, None)
+    return value.detach() if hasattr(value, "detach") else None
+
+
+def set_metric_step_value(metric: Any, value: Any) -> None:
+    setattr(metric, METRIC_STEP_VALUE, value)

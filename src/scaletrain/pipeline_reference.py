@@ -27,9 +27,9 @@ from scaletrain.benchmark import block_median, compose_train
 from scaletrain.parallel.pipeline import (
     SCHEDULES,
     PipelineOptions,
-    default_stages_per_rank,
     keep_stages,
     pipeline_stages,
+    stages_per_rank,
 )
 
 
@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> float:
     options = PipelineOptions(
         schedule=args.schedule,
         microbatches=args.microbatches,
-        stages_per_rank=default_stages_per_rank(args.schedule),
+        stages_per_rank=stages_per_rank(args.schedule),
     )
     relays = keep_stages(model.net, model.net_plan, mesh, options)
     stages = pipeline_stages(model.net, model.net_plan, relays, ranks, torch.device("cpu"))

@@ -7,6 +7,7 @@ import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import torch
 from hydra.utils import get_class, instantiate
@@ -29,8 +30,8 @@ from scaletrain.parallel.pipeline import (
     SCHEDULES,
     V_SHAPED,
     ZERO_BUBBLE,
-    default_stages_per_rank,
     split_problems,
+    stages_per_rank,
 )
 from scaletrain.parallel.strategies import build_strategy
 
@@ -257,13 +258,13 @@ def check_net(cfg: DictConfig, layout: ParallelLayout | None) -> list[str]:
     pp = layout.pipeline_parallel_size if layout else 1
     problems = plan.problems(net, blocks_needed_by(cfg), tp, pp)
     if pp > 1 and not problems:
-        blocks = cfg.strategy.get("stage_blocks")
+        blocks, per_rank = cfg.strategy.get("stage_blocks"), stages_per_rank_of(cfg.strategy)
         problems += split_problems(
             len(plan.block_container(net)),
             f"model.parallel.blocks={plan.blocks}",
             pp,
             None if blocks is None else list(blocks),
-            stages_per_rank(cfg.strategy),
+            per_rank if isinstance(per_rank, int) and per_rank > 0 else 1,
         )
     return problems
 
@@ -294,18 +295,17 @@ def check_pipeline(cfg: DictConfig, layout: ParallelLayout) -> list[str]:
     return problems
 
 
-def stages_per_rank(strategy_cfg: DictConfig) -> int:
-    given = strategy_cfg.get("stages_per_rank")
-    if given is None:
-        return default_stages_per_rank(strategy_cfg.get("pipeline_schedule"))
-    return given
+def stages_per_rank_of(strategy_cfg: DictConfig) -> Any:
+    return stages_per_rank(
+        strategy_cfg.get("pipeline_schedule"), strategy_cfg.get("stages_per_rank")
+    )
 
 
 def several_stages_problems(strategy_cfg: DictConfig, layout: ParallelLayout) -> list[str]:
     """What the schedules of several stages per rank need: a count that fits the schedule,
     microbatches in rounds of the pipeline's ranks, and, for the zero-bubble ones, no
     FSDP2 (which would reduce the gradients of the weights before they are computed)."""
-    schedule, per_rank = strategy_cfg.get("pipeline_schedule"), stages_per_rank(strategy_cfg)
+    schedule, per_rank = strategy_cfg.get("pipeline_schedule"), stages_per_rank_of(strategy_cfg)
     ranks, microbatches = layout.pipeline_parallel_size, layout.microbatches
     several = (*LOOPED, *V_SHAPED)
     if not isinstance(per_rank, int) or per_rank < 1:
@@ -314,6 +314,11 @@ def several_stages_problems(strategy_cfg: DictConfig, layout: ParallelLayout) ->
         return [
             f"strategy.stages_per_rank={per_rank}: {schedule} runs one stage per rank; valid: "
             f"1 (or null), or strategy.pipeline_schedule={' | '.join(several)}"
+        ]
+    if schedule in LOOPED and per_rank < 2:
+        return [
+            f"strategy.stages_per_rank={per_rank}: {schedule} interleaves several stages on "
+            "each rank; valid: 2 or more (or null), or strategy.pipeline_schedule=1f1b"
         ]
     if schedule in V_SHAPED and per_rank != 2:
         return [

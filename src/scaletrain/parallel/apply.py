@@ -34,13 +34,21 @@ class FSDPOptions:
     # Parameters cast to this dtype for compute (gradients are still reduced in fp32).
     param_dtype: str | None = None
     cpu_offload: bool = False
+    # Shard over a data-parallel mesh of one rank too (see needed()).
+    on_one_rank: bool = True
 
     def needed(self, data_parallel_size: int) -> bool:
-        """Whether FSDP2 has work on a data-parallel mesh of that size: over one rank it
-        shards and synchronizes nothing, yet its hooks would run around every block's
-        forward and backward (for each microbatch of a pipeline), unless it casts or
-        offloads the parameters."""
-        return data_parallel_size > 1 or self.param_dtype is not None or self.cpu_offload
+        """Whether to apply FSDP2 on a data-parallel mesh of that size. Over one rank it
+        shards and synchronizes nothing, yet its hooks run around every block's forward
+        and backward (for each microbatch of a pipeline): it is left off there unless it
+        casts or offloads the parameters, or ``on_one_rank`` asks for it (Lightning reads a
+        single-file checkpoint into DTensors only)."""
+        return (
+            data_parallel_size > 1
+            or self.on_one_rank
+            or self.param_dtype is not None
+            or self.cpu_offload
+        )
 
     def kwargs(self) -> dict:
         """Keyword arguments of ``fully_shard`` (without the mesh)."""

@@ -20,6 +20,8 @@ import torch
 from torch import nn
 from torchmetrics import Metric
 
+from scaletrain import compat
+
 
 class Answer(nn.Module):
     """Stands in for the net during a step: returns the outputs the schedule computed."""
@@ -46,9 +48,11 @@ def answering(module: L.LightningModule, outputs: torch.Tensor) -> Iterator[None
 @dataclass(frozen=True)
 class MetricNamed:
     """A torchmetrics object logged by the step, by its name in the module (each rank
-    logs its own object of that name; Lightning syncs them over every rank)."""
+    logs its own object of that name; Lightning syncs them over every rank), with the
+    value of the step's batch (what Lightning logs on a step)."""
 
     name: str
+    step_value: torch.Tensor | None
 
 
 class LoggedValues:
@@ -67,25 +71,34 @@ class LoggedValues:
             call = inspect.signature(log).bind(*args, **kwargs).arguments
             value = call["value"]
             if isinstance(value, Metric):
-                value = MetricNamed(names[id(value)])
+                name = call.get("metric_attribute") or names[id(value)]
+                step_value = compat.metric_step_value(value)
+                value = MetricNamed(name, None if step_value is None else step_value.cpu())
             elif isinstance(value, torch.Tensor):
                 value = value.detach().cpu()
             # a process group does not cross processes; the step's own group is the default
             self.calls.append({**call, "value": value, "sync_dist_group": None})
             log(*args, **kwargs)
 
-        module.log = recorded  # the instance's log, for the step's duration
+        own = module.__dict__.get("log")  # an instance's own log, if it has one
+        module.log = recorded  # for the step's duration
         try:
             yield
         finally:
-            del module.log
+            if own is None:
+                del module.log
+            else:
+                module.log = own
 
     @staticmethod
     def replay(calls: list[dict[str, Any]], module: L.LightningModule) -> None:
         for call in calls:
             value = call["value"]
             if isinstance(value, MetricNamed):
-                value = module.get_submodule(value.name)
+                metric = module.get_submodule(value.name)
+                if value.step_value is not None:
+                    compat.set_metric_step_value(metric, value.step_value.to(module.device))
+                value = metric
             elif isinstance(value, torch.Tensor):
                 value = value.to(module.device)
             module.log(**{**call, "value": value})

@@ -58,7 +58,11 @@ V_SHAPED = ("zbv_zero_bubble",)
 ZERO_BUBBLE = ("interleaved_zero_bubble", "zbv_zero_bubble")
 
 
-def default_stages_per_rank(schedule: str) -> int:
+def stages_per_rank(schedule: str, given: Any = None) -> Any:
+    """``given`` (``strategy.stages_per_rank``), or, where it is None, the schedule's
+    default: 2 for the interleaved and V-shaped schedules, 1 for the others."""
+    if given is not None:
+        return given
     return 2 if schedule in (*LOOPED, *V_SHAPED) else 1
 
 
@@ -182,10 +186,11 @@ def keep_stages(
     for index in range(len(container)):
         if index not in held:
             container[index] = StandIn()
-    one = relays[0] if len(relays) == 1 else None
+    # with one stage, the net is the stage; with several, each view has stand-ins of its own
+    own_relay = relays[0] if len(relays) == 1 else None
     if not any(relay.index == 0 for relay in relays):
         for name in plan.first:
-            replace_module(net, name, StandIn(one))
+            replace_module(net, name, StandIn(own_relay))
     if not any(relay.index == stages - 1 for relay in relays):
         for name in plan.last:
             replace_module(net, name, StandIn())
@@ -202,11 +207,15 @@ def shallow_copy(module: nn.Module) -> nn.Module:
     return copy
 
 
-def stage_view(net: nn.Module, plan: NetPlan, relay: Relay, stages: int) -> nn.Module:
+def stage_view(
+    net: nn.Module, plan: NetPlan, relay: Relay, stages: int
+) -> tuple[nn.Module, list[tuple[nn.Module, nn.Module]]]:
     """One of several stages of this rank as a net of its own: ``net`` with the blocks of
     its other stages and the end modules this stage does not hold replaced by stand-ins,
     every module it holds shared with ``net`` (whose parameters the optimizer and the
-    checkpoints see)."""
+    checkpoints see). Also the copies made on the way (the net, the block container, the
+    modules between them), each with the module it copies, whose training mode it must
+    follow."""
     replacements: dict[str, nn.Module] = {}
     container = plan.block_container(net)
     blocks = shallow_copy(container)
@@ -214,21 +223,25 @@ def stage_view(net: nn.Module, plan: NetPlan, relay: Relay, stages: int) -> nn.M
         key: block if int(key) in relay.held else StandIn()
         for key, block in container._modules.items()
     }
+    copies = [(blocks, container)]
     replacements[plan.blocks] = blocks
     if relay.index > 0:
         replacements.update({name: StandIn(relay) for name in plan.first})
     if relay.index < stages - 1:
         replacements.update({name: StandIn() for name in plan.last})
     view = shallow_copy(net)
+    copies.append((view, net))
     for name, module in replacements.items():
         *path, attribute = name.split(".")
-        parent = view
+        parent, original = view, net
         for part in path:  # copied on the way down, so that net keeps its own
+            original = original._modules[part]
             child = shallow_copy(parent._modules[part])
+            copies.append((child, original))
             parent._modules[part] = child
             parent = child
         parent._modules[attribute] = module
-    return view
+    return view, copies
 
 
 class StageForward(nn.Module):
@@ -237,9 +250,17 @@ class StageForward(nn.Module):
     first block in place of what the stand-ins before it computed, and, before the last
     stage, its output is its last block's output."""
 
-    def __init__(self, net: nn.Module, plan: NetPlan, relay: Relay, last: bool):
+    def __init__(
+        self,
+        net: nn.Module,
+        plan: NetPlan,
+        relay: Relay,
+        last: bool,
+        copies: Sequence[tuple[nn.Module, nn.Module]] = (),
+    ):
         super().__init__()
         self.net, self.relay, self.is_last = net, relay, last
+        self.copies = copies  # of a stage_view: (copy, original) pairs
         container, held = plan.block_container(net), relay.held
         if held.start > 0:
             # prepended: the activations are in place before FSDP2's hook sees the input
@@ -260,6 +281,8 @@ class StageForward(nn.Module):
 
     def forward(self, *received: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
         self.relay.received = received[0] if received else None
+        for copy, original in self.copies:  # Lightning's train() and eval() reach originals
+            copy.training = original.training
         output = self.net(inputs)
         if not self.is_last:
             output = self.relay.captured
@@ -286,20 +309,16 @@ def pipeline_stages(
     of ``ranks`` ranks (those of ``group``)."""
     stages = ranks * len(relays)
     several = len(relays) > 1
+    views = [stage_view(net, plan, relay, stages) if several else (net, []) for relay in relays]
     return [
         PipelineStage(
-            StageForward(
-                stage_view(net, plan, relay, stages) if several else net,
-                plan,
-                relay,
-                last=relay.index == stages - 1,
-            ),
+            StageForward(view, plan, relay, last=relay.index == stages - 1, copies=copies),
             stage_index=relay.index,
             num_stages=stages,
             device=device,
             group=group,
         )
-        for relay in relays
+        for relay, (view, copies) in zip(relays, views, strict=True)
     ]
 
 
@@ -308,9 +327,7 @@ class Pipeline:
     schedules) and the schedule that runs them with the other ranks' stages of the
     pipeline ``mesh`` (the mesh's pipeline dimension).
 
-    ``loss`` is the LightningModule's loss of one microbatch; ``accumulation`` the
-    Trainer's accumulate_grad_batches, by which each batch's gradients are divided as
-    Lightning's own backward would."""
+    ``loss`` is the LightningModule's loss of one microbatch."""
 
     def __init__(
         self,
@@ -321,15 +338,14 @@ class Pipeline:
         device: torch.device,
         options: PipelineOptions,
         loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
-        accumulation: int = 1,
     ) -> None:
         self.group, self.device = mesh.get_group(), device
         self.stages = pipeline_stages(net, plan, relays, mesh.size(), device, self.group)
         self.is_last = any(stage.is_last for stage in self.stages)
         # the rank of the pipeline's group that holds the last stage (and the outputs)
         self.last_rank = options.stage_rank(self.stages[0].num_stages - 1, mesh.size())
-        several = len(self.stages) > 1
-        self.loss, self.accumulation = loss, accumulation
+        several = options.schedule in (*LOOPED, *V_SHAPED)  # schedules of a list of stages
+        self.loss, self.accumulation = loss, 1
         self.microbatches = options.microbatches
         # Every batch is padded to the rows of the first (the stages' buffers have its
         # microbatches' shapes), with targets that count in no loss.
@@ -406,11 +422,14 @@ class Pipeline:
         return targets if self.is_last else None
 
     def train_step(
-        self, inputs: torch.Tensor, targets: torch.Tensor
+        self, inputs: torch.Tensor, targets: torch.Tensor, accumulation: int = 1
     ) -> tuple[torch.Tensor, torch.Tensor] | None:
-        """Forward and backward of one batch through every stage; on the last stage, the
-        batch's mean loss and the net's outputs (detached), None on the others. The
-        gradients are added to the parameters' ``grad``."""
+        """Forward and backward of one batch through every stage, its gradients divided
+        by ``accumulation`` (the Trainer's accumulate_grad_batches) as Lightning's own
+        backward would; on the last stage, the batch's mean loss and the net's outputs
+        (detached), None on the others. The gradients are added to the parameters'
+        ``grad``."""
+        self.accumulation = accumulation
         losses: list[torch.Tensor] = []
         padded_inputs, padded_targets = self._padded(inputs, targets)
         with self.timeline.step():

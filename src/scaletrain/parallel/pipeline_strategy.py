@@ -26,6 +26,7 @@ import torch
 import torch.distributed as dist
 from torch.optim import Optimizer
 
+from scaletrain.errors import ConfigError
 from scaletrain.parallel.last_stage import LoggedValues, answering
 from scaletrain.parallel.layout import ParallelLayout
 from scaletrain.parallel.pipeline import (
@@ -74,6 +75,12 @@ class PipelineStrategy(ShardedStrategy):
         return mine
 
     def setup(self, trainer: L.Trainer) -> None:
+        if not self.lightning_module.automatic_optimization:
+            raise ConfigError(
+                "strategy=pipeline: the schedule runs each batch's backward, so a module with "
+                "automatic_optimization=False has nothing for manual_backward; use automatic "
+                "optimization, or another strategy"
+            )
         super().setup(trainer)
         if self.pipeline is None:
             module = self.lightning_module
@@ -85,7 +92,6 @@ class PipelineStrategy(ShardedStrategy):
                 self.root_device,
                 self.options,
                 module.loss,
-                trainer.accumulate_grad_batches,
             )
         # Lightning clips through the precision plugin; its norm would be this stage's
         self.precision_plugin.clip_grad_by_norm = self.clip_grad_by_norm
@@ -103,24 +109,30 @@ class PipelineStrategy(ShardedStrategy):
 
     # Training: the schedule, then the module's step on the last stage.
 
-    def _parameters(self) -> list[torch.nn.Parameter]:
+    def stage_parameters(self) -> list[torch.nn.Parameter]:
         return list(self.lightning_module.parameters())
 
     def training_step(self, batch: Any, batch_idx: int, *args: Any) -> Any:
         inputs, targets = batch
-        parameters = self._parameters()
-        before = [p.grad for p in parameters]  # the batches accumulated so far
+        trainer = self.lightning_module.trainer
+        accumulation = trainer.accumulate_grad_batches
+        parameters = self.stage_parameters()
+        # the batches accumulated so far; none at the start of an accumulation (Lightning
+        # clears them before the backward), so that two sets are never held at once
+        starts = batch_idx % accumulation == 0
+        before = [None if starts else p.grad for p in parameters]
         for p in parameters:
             p.grad = None
         with self.precision_plugin.train_step_context():
-            result = self.pipeline.train_step(inputs, targets)
+            result = self.pipeline.train_step(inputs, targets, accumulation)
         self.held_grads = [p.grad for p in parameters]
         for p, grad in zip(parameters, before, strict=True):
             p.grad = grad
         loss, outputs = result if result is not None else (None, None)
         step = self.lightning_module.training_step
-        answer = self.on_last_stage(step, outputs, loss, batch, batch_idx, *args)
-        if logs_this_step(self.lightning_module.trainer):
+        context = self.precision_plugin.train_step_context
+        answer = self.on_last_stage(step, context, outputs, loss, batch, batch_idx, *args)
+        if logs_this_step(trainer):
             self.log_busy_fractions()
         return answer
 
@@ -155,7 +167,7 @@ class PipelineStrategy(ShardedStrategy):
         Lightning's zero_grad may just have cleared), between the backward hooks."""
         module = self.lightning_module
         closure_loss = self.precision_plugin.pre_backward(closure_loss, module)
-        for p, grad in zip(self._parameters(), self.held_grads, strict=True):
+        for p, grad in zip(self.stage_parameters(), self.held_grads, strict=True):
             if grad is None:
                 continue
             if p.grad is None:
@@ -172,31 +184,41 @@ class PipelineStrategy(ShardedStrategy):
     # Evaluation: the forward schedule, then the module's step on the last stage.
 
     def validation_step(self, batch: Any, batch_idx: int, *args: Any) -> Any:
-        with self.precision_plugin.val_step_context():
+        context = self.precision_plugin.val_step_context
+        with context():
             outputs = self.pipeline.forward(batch[0])
         step = self.lightning_module.validation_step
-        return self.on_last_stage(step, outputs, None, batch, batch_idx, *args)
+        return self.on_last_stage(step, context, outputs, None, batch, batch_idx, *args)
 
     def test_step(self, batch: Any, batch_idx: int, *args: Any) -> Any:
-        with self.precision_plugin.test_step_context():
+        context = self.precision_plugin.test_step_context
+        with context():
             outputs = self.pipeline.forward(batch[0])
         step = self.lightning_module.test_step
-        return self.on_last_stage(step, outputs, None, batch, batch_idx, *args)
+        return self.on_last_stage(step, context, outputs, None, batch, batch_idx, *args)
+
+    def predict_step(self, *args: Any, **kwargs: Any) -> Any:
+        raise ConfigError(
+            "strategy=pipeline: trainer.predict is not run through the stages; predict "
+            "in one process from a checkpoint (scaletrain.consolidate makes one file)"
+        )
 
     def on_last_stage(
         self,
         step: Callable[..., Any],
+        context: Callable[[], Any],
         outputs: torch.Tensor | None,
         loss: torch.Tensor | None,
         *args: Any,
     ) -> Any:
-        """``step(*args)`` on the last stage, its net answering ``outputs``; on the other
-        stages, what it logged is logged again and the batch's ``loss`` returned (None in
-        evaluation)."""
+        """``step(*args)`` on the last stage inside the precision plugin's ``context``,
+        its net answering ``outputs``; on the other stages, what it logged is logged
+        again and the batch's ``loss`` returned (None in evaluation)."""
         module = self.lightning_module
         logged, returned = LoggedValues(), None
         if self.pipeline.is_last:
-            with answering(module, outputs), logged.recording(module), self.stage_reductions():
+            recording = logged.recording(module)
+            with answering(module, outputs), recording, self.stage_reductions(), context():
                 returned = step(*args)
         shared = [logged.calls, None if loss is None else loss.cpu()]
         stages = self.device_mesh["pipeline"]
@@ -212,8 +234,9 @@ class PipelineStrategy(ShardedStrategy):
 
     @contextmanager
     def stage_reductions(self) -> Iterator[None]:
-        """Reductions the step asks for (``self.log(sync_dist=True)``, the strategy's
-        ``reduce``) span the ranks of one stage: the other stages do not run the step."""
+        """Reductions and gathers the step asks for (``self.log(sync_dist=True)``,
+        ``self.all_gather``, the strategy's ``reduce``) span the ranks of one stage: the
+        other stages do not run the step."""
         self.within_step = True
         try:
             yield
@@ -224,6 +247,11 @@ class PipelineStrategy(ShardedStrategy):
         if group is None and self.within_step:
             group = self.stage_group
         return super().reduce(tensor, group=group, reduce_op=reduce_op)
+
+    def all_gather(self, tensor: torch.Tensor, group: Any | None = None, sync_grads: bool = False):
+        if group is None and self.within_step:
+            group = self.stage_group
+        return super().all_gather(tensor, group=group, sync_grads=sync_grads)
 
 
 def whole_net_size(trainer: L.Trainer) -> tuple[int, int]:

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 from scaletrain.errors import ConfigError
 from scaletrain.parallel.apply import FSDPOptions
 from scaletrain.parallel.layout import STRATEGIES, ParallelLayout
-from scaletrain.parallel.pipeline import PipelineOptions, default_stages_per_rank
+from scaletrain.parallel.pipeline import PipelineOptions, stages_per_rank
 from scaletrain.parallel.pipeline_strategy import PipelineStrategy
 from scaletrain.parallel.strategy import ShardedStrategy
 
@@ -44,6 +44,8 @@ def build_strategy(
         reshard_after_forward=cfg.reshard_after_forward,
         param_dtype=cfg.mixed_precision,
         cpu_offload=cfg.cpu_offload,
+        # a pipeline's checkpoints are always distributed, which a plain stage reads
+        on_one_rank=cfg.name != "pipeline",
     )
     return strategy, fsdp
 
@@ -55,7 +57,5 @@ def pipeline_options(cfg: DictConfig) -> PipelineOptions:
         schedule=cfg.pipeline_schedule,
         microbatches=cfg.microbatches,
         stage_blocks=None if blocks is None else tuple(blocks),
-        stages_per_rank=default_stages_per_rank(cfg.pipeline_schedule)
-        if per_rank is None
-        else per_rank,
+        stages_per_rank=stages_per_rank(cfg.pipeline_schedule, per_rank),
     )

@@ -126,9 +126,9 @@ class ShardedStrategy(ModelParallelStrategy):
         parallelism left plain (one data-parallel rank, e.g. a pipeline stage) is read
         from the distributed checkpoint here, each rank its own parameters and their
         optimizer state. Returns the rest of the checkpoint, as Lightning's does."""
-        if any(isinstance(p, DTensor) for p in self.model.parameters()):
-            return super().load_checkpoint(checkpoint_path, weights_only=weights_only)
         path = Path(self.broadcast(checkpoint_path))
+        if any(isinstance(p, DTensor) for p in self.model.parameters()) or not path.is_dir():
+            return super().load_checkpoint(checkpoint_path, weights_only=weights_only)
         strict = self.lightning_module.strict_loading
         model = {"state_dict": get_model_state_dict(self.model)}
         dcp.load(model, checkpoint_id=path)

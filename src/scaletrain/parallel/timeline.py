@@ -95,7 +95,7 @@ def draw(ranks: list[dict[str, Any]], width: int = 96) -> list[str]:
     """One line per rank of a pipeline: its last step's spans on a common time axis
     (``width`` characters for the longest step), each character the span covering most of
     it."""
-    seconds = max(rank["seconds"] for rank in ranks)
+    seconds = max(rank["seconds"] for rank in ranks) or 1.0  # no step recorded: an empty axis
     lines = []
     for index, stage in enumerate(ranks):
         cells = []
@@ -108,7 +108,8 @@ def draw(ranks: list[dict[str, Any]], width: int = 96) -> list[str]:
                     covered[span["kind"]] = covered.get(span["kind"], 0.0) + overlap
             busiest = max(covered, key=covered.get, default=None)
             cells.append(MARKS[busiest] if busiest and covered[busiest] * 2 >= end - start else ".")
-        busy = sum(span["end"] - span["start"] for span in stage["spans"]) / stage["seconds"]
+        computing = sum(span["end"] - span["start"] for span in stage["spans"])
+        busy = computing / stage["seconds"] if stage["seconds"] else 0.0
         lines.append(f"rank {index} |{''.join(cells)}| busy {busy:.2f}")
     lines.append(f"{' ' * 7}0{'-' * (width - 2)}{seconds * 1000:.0f} ms")
     return lines
