@@ -53,7 +53,9 @@ def test_a_killed_worker_is_restarted_and_the_run_ends_as_if_uninterrupted(tmp_p
     killed = torchrun(tmp_path / "killed", KILL)
     assert killed.returncode == 0, killed.stderr[-3000:]
     output = killed.stdout + killed.stderr
-    assert "exitcode: -9" in output  # the agent saw the kill
+    # the agent saw a worker fail: the killed one (-9), or, where its peer noticed the lost
+    # contact first and stopped (exit 1), that one; either way it restarted them
+    assert "exitcode: -9" in output or "exitcode: 1)" in output
     assert "restart 1 by torchrun's agent: resuming from the run's last.ckpt" in output
     assert f"resuming from {tmp_path / 'killed' / 'checkpoints' / 'last.ckpt'} (step 10)" in output
 
