@@ -104,9 +104,6 @@ class PipelineStrategy(ShardedStrategy):
         state = super().optimizer_state(optimizer)
         return name_every_stage_parameter(state, self.device_mesh["pipeline"], stage_of)
 
-    def sum_over_stages(self, *values: float) -> list[float]:
-        return self.pipeline.sum_over_stages(*values)
-
     # Training: the schedule, then the module's step on the last stage.
 
     def stage_parameters(self) -> list[torch.nn.Parameter]:
@@ -184,18 +181,18 @@ class PipelineStrategy(ShardedStrategy):
     # Evaluation: the forward schedule, then the module's step on the last stage.
 
     def validation_step(self, batch: Any, batch_idx: int, *args: Any) -> Any:
-        context = self.precision_plugin.val_step_context
-        with context():
-            outputs = self.pipeline.forward(batch[0])
         step = self.lightning_module.validation_step
-        return self.on_last_stage(step, context, outputs, None, batch, batch_idx, *args)
+        return self.evaluate(step, self.precision_plugin.val_step_context, batch, batch_idx, *args)
 
     def test_step(self, batch: Any, batch_idx: int, *args: Any) -> Any:
-        context = self.precision_plugin.test_step_context
-        with context():
-            outputs = self.pipeline.forward(batch[0])
         step = self.lightning_module.test_step
-        return self.on_last_stage(step, context, outputs, None, batch, batch_idx, *args)
+        return self.evaluate(step, self.precision_plugin.test_step_context, batch, batch_idx, *args)
+
+    def evaluate(self, step: Callable[..., Any], context: Callable[[], Any], *args: Any) -> Any:
+        """The forwards of ``args``' batch through the stages, then ``step(*args)``."""
+        with context():
+            outputs = self.pipeline.forward(args[0][0])
+        return self.on_last_stage(step, context, outputs, None, *args)
 
     def predict_step(self, *args: Any, **kwargs: Any) -> Any:
         raise ConfigError(
@@ -259,5 +256,5 @@ def whole_net_size(trainer: L.Trainer) -> tuple[int, int]:
     the stages of a pipeline: a collective there, which every rank calls)."""
     count, size = trainer.lightning_module.net_size()
     if isinstance(trainer.strategy, PipelineStrategy):
-        count, size = trainer.strategy.sum_over_stages(count, size)
+        count, size = trainer.strategy.pipeline.sum_over_stages(count, size)
     return int(count), int(size)
